@@ -1,0 +1,1 @@
+"""chatledger: event-sourced persistence for AI chat history."""

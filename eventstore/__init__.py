@@ -1,0 +1,44 @@
+"""A chat-agnostic append-only event store with PostgreSQL, SQLite and in-memory backends."""
+
+from .base import Decider, EventStore, InlineProjection, StreamContext
+from .errors import DuplicateEvent, EventStoreError, PartitionMismatch, StoreUnavailable, WrongExpectedVersion
+from .model import (
+    ANY,
+    GENESIS_HASH,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    BrokenLink,
+    Expected,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamInfo,
+    VerifyResult,
+)
+from .upcasting import UpcasterRegistry
+
+__all__ = [
+    "ANY",
+    "GENESIS_HASH",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "BrokenLink",
+    "Decider",
+    "DuplicateEvent",
+    "EventStore",
+    "EventStoreError",
+    "Expected",
+    "ExpectedVersion",
+    "InlineProjection",
+    "NewEvent",
+    "PartitionMismatch",
+    "RecordedEvent",
+    "StoreUnavailable",
+    "StreamContext",
+    "StreamInfo",
+    "UpcasterRegistry",
+    "VerifyResult",
+    "WrongExpectedVersion",
+]

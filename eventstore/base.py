@@ -1,0 +1,133 @@
+"""The event store contract, documented once here; backends carry only "why" comments."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from .model import ANY, AppendResult, Expected, NewEvent, RecordedEvent, StreamInfo, VerifyResult
+from .upcasting import UpcasterRegistry
+
+
+class StreamContext(Protocol):
+    """What a decider sees inside an append transaction, with the stream locked."""
+
+    @property
+    def stream(self) -> StreamInfo | None:
+        """The stream head, or None when the stream has no events yet."""
+
+    @property
+    def tx(self) -> Any:
+        """The backend's transaction handle (SQLAlchemy `AsyncConnection` for SQL, None for memory),
+        so the caller can read its own tables consistently with the locked stream."""
+
+
+Decider = Callable[[StreamContext], Awaitable[Sequence[NewEvent]]]
+
+
+class InlineProjection(Protocol):
+    """Runs inside the append's transaction, after the events are inserted (read-your-writes)."""
+
+    async def apply(self, tx: Any, events: Sequence[RecordedEvent]) -> None: ...
+
+
+class EventStore(abc.ABC):
+    """A chat-agnostic, append-only event log.
+
+    Guarantees shared by every backend:
+    - `append` is atomic: all events of one call are stored, or none.
+    - Stream versions are 1, 2, 3 … per stream, without gaps. Appends to one stream serialise on
+      that stream only; appends to different streams run concurrently.
+    - Re-appending events whose `event_id`s are all already stored in that stream with the same
+      type, data and metadata returns the original `AppendResult` (`replayed=True`) and writes
+      nothing; a stored id with other content raises `DuplicateEvent`.
+    - `global_position` increases in commit order, so `read_all(after=p)` never skips an event that
+      commits late; positions need not be contiguous.
+    - Every event carries `prev_hash`/`hash` chaining it to the previous event of its stream.
+    - Driver failures surface as `StoreUnavailable` (connectivity) or another `EventStoreError`.
+    """
+
+    def __init__(
+        self,
+        *,
+        upcasters: UpcasterRegistry | None = None,
+        inline_projections: Sequence[InlineProjection] = (),
+    ) -> None:
+        self.upcasters = upcasters or UpcasterRegistry()
+        self.inline_projections = list(inline_projections)
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: Expected = ANY,
+        *,
+        partition: str | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream_id` atomically.
+
+        `expected_version`: `ANY`, `NO_STREAM` (the stream must have no events), `STREAM_EXISTS`,
+        or an int (the stream must be exactly at that version); otherwise `WrongExpectedVersion`.
+        `partition` is stored on the stream row at creation and on every event; appending with a
+        different partition to an existing stream raises `PartitionMismatch`. None means "the
+        stream's own" (or "" for a new stream).
+        """
+
+        async def constant(_: StreamContext) -> Sequence[NewEvent]:
+            return events
+
+        return await self.append_with(stream_id, constant, expected_version, partition=partition)
+
+    @abc.abstractmethod
+    async def append_with(
+        self,
+        stream_id: str,
+        decide: Decider,
+        expected_version: Expected = ANY,
+        *,
+        partition: str | None = None,
+    ) -> AppendResult:
+        """Lock `stream_id`, call `decide(context)` to produce the events, then append them as
+        `append` does, in one transaction. Exceptions from `decide` roll everything back and
+        propagate unchanged. An empty sequence from `decide` writes nothing and returns an
+        `AppendResult` with no events at the current version."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream with `after_version < stream_version <= to_version`, in order."""
+
+    @abc.abstractmethod
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to `limit` events with `global_position > after`, in position order, gap-safe."""
+
+    @abc.abstractmethod
+    async def head_position(self) -> int:
+        """The highest position `read_all` can return right now (0 for an empty log)."""
+
+    @abc.abstractmethod
+    async def stream_info(self, stream_id: str) -> StreamInfo | None:
+        """The head of a stream, or None when it has no events."""
+
+    @abc.abstractmethod
+    async def get_events(self, event_ids: Sequence[Any]) -> list[RecordedEvent]:
+        """Stored events with these ids (any stream), in position order."""
+
+    @abc.abstractmethod
+    async def verify(self, stream_id: str | None = None) -> VerifyResult:
+        """Recompute hash chains (one stream, or all) and report the first broken event."""
+
+    async def subscribe(self, *, after: int = 0) -> AsyncIterator[RecordedEvent]:
+        """Historic events after `after`, then live ones as they commit; never a gap or duplicate."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

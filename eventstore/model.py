@@ -1,0 +1,104 @@
+"""Value types of the event store: what goes in, what comes out."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+
+GENESIS_HASH = "0" * 64
+"""`prev_hash` of the first event of every stream."""
+
+
+class ExpectedVersion(enum.Enum):
+    """Symbolic expectations for `append`; an `int` means "the stream is exactly at this version"."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+Expected: TypeAlias = ExpectedVersion | int
+
+JSONObject: TypeAlias = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended. `event_id` is the idempotency key."""
+
+    type: str
+    data: JSONObject
+    metadata: JSONObject = field(default_factory=dict)
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: its envelope and its (upcast) payload."""
+
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    global_position: int
+    partition: str
+    type: str
+    schema_version: int
+    data: JSONObject
+    metadata: JSONObject
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """The head of one stream."""
+
+    stream_id: str
+    partition: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append wrote, or, for an idempotent retry, what the original append wrote."""
+
+    stream_id: str
+    events: tuple[RecordedEvent, ...]
+    version: int
+    """The stream version after the append (after the original append, for a retry)."""
+    replayed: bool = False
+    """True when every event was already stored: nothing was written."""
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        return tuple(e.global_position for e in self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenLink:
+    """The first event whose stored hash does not match the recomputed chain."""
+
+    stream_id: str
+    version: int
+    position: int | None
+    expected_hash: str | None
+    stored_hash: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Outcome of a hash-chain check."""
+
+    ok: bool
+    events_checked: int
+    first_broken: BrokenLink | None = None
