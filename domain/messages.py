@@ -1,0 +1,141 @@
+"""Incoming messages: parsing and the role/field rules and limits of DESIGN section 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import InvalidMessage, LimitExceeded
+from .events import Role, ToolCall
+from .limits import Limits
+
+
+class NewMessage(BaseModel):
+    """A message as a client sends it (Chat Completions shape plus chatledger's extras)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str | None = None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    tool_call_id: str | None = None
+    token_count: int | None = None
+    metadata: dict[str, Any] = {}
+    raw: Any = None
+    id: str | None = None
+
+
+def parse_message(value: Mapping[str, Any] | NewMessage, limits: Limits, index: int = 0) -> NewMessage:
+    """Parse and validate one message; raises `InvalidMessage` naming the offending field."""
+    if isinstance(value, NewMessage):
+        message = value
+    else:
+        try:
+            message = NewMessage.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidMessage(
+                f"messages[{index}].{where}: {first['msg']}", field=f"messages[{index}].{where}"
+            ) from None
+    check_message(message, limits, index)
+    return message
+
+
+def check_message(m: NewMessage, limits: Limits, index: int = 0) -> None:
+    at = f"messages[{index}]"
+    _check_roles(m, at)
+    if m.content is not None and len(m.content.encode("utf-8")) > limits.max_content_bytes:
+        raise LimitExceeded(
+            f"{at}.content is larger than {limits.max_content_bytes} bytes of UTF-8", field=f"{at}.content"
+        )
+    if m.name is not None and len(m.name) > limits.max_name_chars:
+        raise LimitExceeded(
+            f"{at}.name is longer than {limits.max_name_chars} characters", field=f"{at}.name"
+        )
+    if m.token_count is not None and m.token_count < 0:
+        raise InvalidMessage(f"{at}.token_count must not be negative", field=f"{at}.token_count")
+    if m.tool_calls is not None and len(m.tool_calls) > limits.max_tool_calls:
+        raise LimitExceeded(
+            f"{at}.tool_calls has more than {limits.max_tool_calls} calls", field=f"{at}.tool_calls"
+        )
+    for i, call in enumerate(m.tool_calls or ()):
+        if not call.id or len(call.id) > limits.max_id_chars:
+            raise InvalidMessage(
+                f"{at}.tool_calls[{i}].id must be 1 to {limits.max_id_chars} characters",
+                field=f"{at}.tool_calls[{i}].id",
+            )
+    if m.tool_call_id is not None and (not m.tool_call_id or len(m.tool_call_id) > limits.max_id_chars):
+        raise InvalidMessage(
+            f"{at}.tool_call_id must be 1 to {limits.max_id_chars} characters", field=f"{at}.tool_call_id"
+        )
+    check_metadata(m.metadata, limits, f"{at}.metadata")
+    if (
+        m.raw is not None
+        and len(json.dumps(m.raw, ensure_ascii=False).encode("utf-8")) > limits.max_raw_bytes
+    ):
+        raise LimitExceeded(f"{at}.raw is larger than {limits.max_raw_bytes} bytes", field=f"{at}.raw")
+    check_no_nul(m.model_dump(mode="json"), at)
+
+
+def _check_roles(m: NewMessage, at: str) -> None:
+    if m.role != "assistant" and m.tool_calls is not None:
+        raise InvalidMessage(
+            f"{at}.tool_calls is only allowed on assistant messages", field=f"{at}.tool_calls"
+        )
+    if m.role != "tool" and m.tool_call_id is not None:
+        raise InvalidMessage(
+            f"{at}.tool_call_id is only allowed on tool messages", field=f"{at}.tool_call_id"
+        )
+    if m.role == "tool" and m.tool_call_id is None:
+        raise InvalidMessage(f"{at}.tool_call_id is required on tool messages", field=f"{at}.tool_call_id")
+    if m.role == "assistant" and m.tool_calls is not None and len(m.tool_calls) == 0:
+        raise InvalidMessage(f"{at}.tool_calls must not be empty when given", field=f"{at}.tool_calls")
+    if m.content is None and not (m.role == "assistant" and m.tool_calls):
+        raise InvalidMessage(
+            f"{at}.content may be null only on an assistant message that carries tool_calls",
+            field=f"{at}.content",
+        )
+    ids = [c.id for c in m.tool_calls or ()]
+    if len(ids) != len(set(ids)):
+        raise InvalidMessage(f"{at}.tool_calls has repeated ids", field=f"{at}.tool_calls")
+
+
+def check_metadata(metadata: Mapping[str, Any], limits: Limits, field: str = "metadata") -> None:
+    """OpenAI's metadata limits: at most 16 keys, keys up to 64 chars, values up to 512 chars
+    (non-string values are measured by their compact JSON text)."""
+    if len(metadata) > limits.max_metadata_keys:
+        raise LimitExceeded(f"{field} has more than {limits.max_metadata_keys} keys", field=field)
+    for key, value in metadata.items():
+        if len(key) > limits.max_metadata_key_chars:
+            raise LimitExceeded(
+                f"{field} key {key[:20]!r}… is longer than {limits.max_metadata_key_chars} characters",
+                field=f"{field}.{key}",
+            )
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        if len(text) > limits.max_metadata_value_chars:
+            raise LimitExceeded(
+                f"{field}.{key} is longer than {limits.max_metadata_value_chars} characters",
+                field=f"{field}.{key}",
+            )
+    check_no_nul(dict(metadata), field)
+
+
+def check_no_nul(value: Any, field: str) -> None:
+    """PostgreSQL cannot store U+0000 in text, so it is refused everywhere, with a clear error."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidMessage(
+                f"{field} contains a NUL character (U+0000), which cannot be stored", field=field
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_no_nul(key, field)
+            check_no_nul(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_no_nul(item, f"{field}[{i}]")
