@@ -1,0 +1,209 @@
+"""The PostgreSQL backend (asyncpg through SQLAlchemy's async engine).
+
+Why positions are not a sequence: transactions commit in any order. If A takes position 10 and B
+position 11, B may commit first; a reader that saw 11 and saved it as its checkpoint would never see
+10 when A commits. A global table lock would fix it by serialising every writer; instead we order by
+transaction id and read only below a watermark:
+
+- every row stores `tx_id = pg_current_xact_id()` of its writing transaction, and its position is
+  `tx_id * 65536 + index within the transaction` (so at most 65536 events per append);
+- `read_all` returns only rows with `tx_id < pg_snapshot_xmin(pg_current_snapshot())`. Every
+  transaction below the snapshot's xmin has finished (committed rows are visible, aborted ones never
+  will be), and any transaction still running or not yet started has an xid >= xmin, so all its
+  positions are >= xmin * 65536, above everything returned. A checkpoint can therefore never be
+  overtaken by a late commit, and xmin never moves backwards.
+- The price: a long transaction holding an xid (anywhere in the cluster: xids are global) holds back
+  the watermark, delaying readers, never losing events. Appends hold their xid only while they run.
+
+Appends serialise per stream on the stream row (`SELECT ... FOR UPDATE`), never globally; the common
+case of an existing stream costs BEGIN, one locking SELECT (which also returns the last hash and the
+xid), one statement that inserts the events, moves the stream version and NOTIFYs, and COMMIT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .errors import EventStoreError, StoreUnavailable
+from .model import RecordedEvent
+from .recording import CommitSignal, follow, utc_now
+from .schema import events, streams
+from .sql import Guard, SqlEventStore, StreamHead, translate_common
+
+CHANNEL = "chatledger_events"
+TX_SLOTS = 65536
+
+_XID: sa.ColumnElement[int] = sa.literal_column("pg_current_xact_id()::text::bigint")
+_WATERMARK = sa.select(
+    sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+).scalar_subquery()
+# Connection exceptions (class 08), operator intervention (57P01-57P05), too many connections,
+# query canceled (statement_timeout) and lock_not_available (lock_timeout): retrying later may work.
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "57P04", "57P05", "53300", "57014", "55P03")
+_DRIVER_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+_WRITE = sa.text(
+    """
+    WITH ev AS (
+        INSERT INTO events (global_position, event_id, stream_id, stream_version, partition, type,
+                            schema_version, data, metadata, recorded_at, prev_hash, hash, tx_id)
+        SELECT u.position, u.event_id, CAST(:stream_id AS text), u.version, CAST(:partition AS text),
+               u.type, u.schema_version, CAST(u.data AS json), CAST(u.metadata AS json),
+               CAST(:recorded_at AS timestamptz), u.prev_hash, u.hash, CAST(:tx_id AS bigint)
+        FROM unnest(CAST(:positions AS bigint[]), CAST(:event_ids AS uuid[]), CAST(:versions AS bigint[]),
+                    CAST(:types AS text[]), CAST(:schema_versions AS int[]), CAST(:datas AS text[]),
+                    CAST(:metadatas AS text[]), CAST(:prev_hashes AS text[]), CAST(:hashes AS text[]))
+             AS u(position, event_id, version, type, schema_version, data, metadata, prev_hash, hash)
+    ), st AS (
+        UPDATE streams SET version = CAST(:version AS bigint), partition = CAST(:partition AS text),
+                           updated_at = CAST(:recorded_at AS timestamptz)
+        WHERE stream_id = CAST(:stream_id AS text)
+    )
+    SELECT pg_notify(:channel, CAST(:last_position AS text))
+    """
+)
+
+
+class PostgresEventStore(SqlEventStore):
+    """Event store on PostgreSQL: per-stream row locks, transaction-id positions read below the
+    xmin watermark, and LISTEN/NOTIFY for live subscriptions."""
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    async def _lock_stream(self, conn: AsyncConnection, stream_id: str, partition: str) -> StreamHead:
+        last_hash = (
+            sa.select(events.c.hash)
+            .where(events.c.stream_id == streams.c.stream_id, events.c.stream_version == streams.c.version)
+            .scalar_subquery()
+        )
+        locked = (
+            sa.select(streams.c.version, streams.c.partition, last_hash.label("last_hash"), _XID.label("xid"))
+            .where(streams.c.stream_id == stream_id)
+            .with_for_update(of=streams)
+        )
+        now = utc_now()
+        create = (
+            pg_insert(streams)
+            .values(stream_id=stream_id, partition=partition, version=0, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=[streams.c.stream_id])
+            .returning(_XID.label("xid"))
+        )
+        # The stream row usually exists: lock it in one round trip. A new stream is inserted, which
+        # locks it just the same; losing that race to a concurrent creator means locking its row.
+        while True:
+            row = (await conn.execute(locked)).first()
+            if row is not None:
+                if not row.version:
+                    return StreamHead(0, None, None, tx_id=row.xid)
+                return StreamHead(row.version, row.partition, row.last_hash, tx_id=row.xid)
+            created = (await conn.execute(create)).first()
+            if created is not None:
+                return StreamHead(0, None, None, tx_id=created.xid)
+
+    def _positions(self, head: StreamHead, count: int) -> Sequence[int]:
+        assert head.tx_id is not None
+        base = head.tx_id * TX_SLOTS
+        return range(base, base + count)
+
+    async def _write(
+        self, conn: AsyncConnection, head: StreamHead, recorded: Sequence[RecordedEvent]
+    ) -> None:
+        last = recorded[-1]
+        await conn.execute(
+            _WRITE,
+            {
+                "stream_id": last.stream_id,
+                "partition": last.partition,
+                "recorded_at": last.recorded_at,
+                "tx_id": head.tx_id,
+                "version": last.stream_version,
+                "channel": CHANNEL,
+                "last_position": str(last.global_position),
+                "positions": [e.global_position for e in recorded],
+                "event_ids": [e.event_id for e in recorded],
+                "versions": [e.stream_version for e in recorded],
+                "types": [e.type for e in recorded],
+                "schema_versions": [e.schema_version for e in recorded],
+                "datas": [json.dumps(e.data, ensure_ascii=False) for e in recorded],
+                "metadatas": [json.dumps(e.metadata, ensure_ascii=False) for e in recorded],
+                "prev_hashes": [e.prev_hash for e in recorded],
+                "hashes": [e.hash for e in recorded],
+            },
+        )
+
+    def _translate(self, exc: BaseException) -> EventStoreError | None:
+        if isinstance(exc, _DRIVER_UNAVAILABLE):
+            return StoreUnavailable(f"database unavailable: {exc}")
+        if isinstance(exc, sa_exc.DBAPIError):
+            state = str(getattr(exc.orig, "sqlstate", None) or "")
+            cause = getattr(exc.orig, "__cause__", None)
+            if (
+                isinstance(exc, sa_exc.InterfaceError)
+                or state.startswith("08")
+                or state in _UNAVAILABLE_STATES
+                or isinstance(cause, _DRIVER_UNAVAILABLE)
+            ):
+                return StoreUnavailable(f"database unavailable: {exc.orig}")
+        return translate_common(exc)
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        query = (
+            sa.select(events)
+            .where(events.c.global_position > after, events.c.tx_id < _WATERMARK)
+            .order_by(events.c.global_position)
+            .limit(limit)
+        )
+        with self._guard():
+            async with self._reading() as conn:
+                return self._out((await conn.execute(query)).all())
+
+    async def head_position(self) -> int:
+        query = sa.select(sa.func.coalesce(sa.func.max(events.c.global_position), 0)).where(
+            events.c.tx_id < _WATERMARK
+        )
+        with self._guard():
+            async with self._reading() as conn:
+                return int((await conn.execute(query)).scalar_one())
+
+    async def subscribe(self, *, after: int = 0) -> AsyncIterator[RecordedEvent]:
+        signal = CommitSignal()
+
+        def wake(*_: Any) -> None:
+            signal.notify()
+
+        async def read(checkpoint: int, limit: int) -> list[RecordedEvent]:
+            return await self.read_all(after=checkpoint, limit=limit)
+
+        # A pooled connection kept for the subscription's lifetime; every read still goes through
+        # read_all, so a notification only says "look again" and a lost one only delays.
+        with Guard(self._translate):
+            conn = await self.engine.connect()
+            raw = await conn.get_raw_connection()
+            listener: asyncpg.Connection = raw.driver_connection
+            await listener.add_listener(CHANNEL, wake)
+        try:
+            async for recorded in follow(read, signal.waiter, after=after):
+                yield recorded
+        finally:
+            try:
+                if not listener.is_closed():
+                    await listener.remove_listener(CHANNEL, wake)
+            finally:
+                await conn.close()

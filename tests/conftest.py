@@ -1,0 +1,69 @@
+"""Shared fixtures: a throwaway PostgreSQL database per session, SQLite files, schema creation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from chatledger.eventstore.schema import metadata
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+CreateSchema = Callable[[str], Awaitable[None]]
+
+
+async def create_schema(url: str) -> None:
+    """Create the event store tables at `url` (tests only; production runs migrations)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+    finally:
+        await engine.dispose()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database `chatledger_test_<random>` on CHATLEDGER_TEST_DATABASE_URL, dropped afterwards."""
+    server = os.environ.get("CHATLEDGER_TEST_DATABASE_URL", DEFAULT_PG_URL)
+    name = f"chatledger_test_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL at {server} is unreachable: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'chatledger.db'}"
+
+
+@pytest.fixture(name="create_schema", scope="session")
+def create_schema_fixture() -> CreateSchema:
+    """`await create_schema(url)` creates the event store tables."""
+    return create_schema
