@@ -23,6 +23,7 @@ from chatledger.domain import (
     ClearMessages,
     Command,
     ConversationDeleted,
+    ConversationIdUnavailable,
     ConversationNotFound,
     ConversationState,
     DeleteConversation,
@@ -43,6 +44,7 @@ from chatledger.eventstore import (
     AppendResult,
     DuplicateEvent,
     EventStore,
+    PartitionMismatch,
     NewEvent,
     RecordedEvent,
     StreamContext,
@@ -273,7 +275,10 @@ class ChatLedger:
             return [self._new_event(e, user_id, cid, key, digest, i) for i, e in enumerate(events)]
 
         try:
-            return await self.store.append_with(cid, decider, ANY, partition=partition or user_id)
+            return await self.store.append_with(cid, decider, ANY, partition=partition)
+        except PartitionMismatch:
+            # Only a start names a partition: the id belongs to someone else's stream.
+            raise ConversationIdUnavailable(cid) from None
         except DuplicateEvent:
             # A duplicate of this keyed request won a race in another process: answer as it was answered.
             if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
