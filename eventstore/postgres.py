@@ -78,6 +78,16 @@ _WRITE = sa.text(
 )
 
 
+async def _last_hash(conn: AsyncConnection, stream_id: str, version: int) -> str:
+    # After waiting for the row lock, READ COMMITTED hands back the newest stream row but evaluates
+    # the hash subquery in the statement's older snapshot, which misses the events just committed by
+    # the writer we waited for. Only then (the subquery came back empty) do we look again.
+    query = sa.select(events.c.hash).where(
+        events.c.stream_id == stream_id, events.c.stream_version == version
+    )
+    return str((await conn.execute(query)).scalar_one())
+
+
 class PostgresEventStore(SqlEventStore):
     """Event store on PostgreSQL: per-stream row locks, transaction-id positions read below the
     xmin watermark, and LISTEN/NOTIFY for live subscriptions."""
@@ -112,7 +122,12 @@ class PostgresEventStore(SqlEventStore):
             if row is not None:
                 if not row.version:
                     return StreamHead(0, None, None, tx_id=row.xid)
-                return StreamHead(row.version, row.partition, row.last_hash, tx_id=row.xid)
+                return StreamHead(
+                    row.version,
+                    row.partition,
+                    row.last_hash or await _last_hash(conn, stream_id, row.version),
+                    row.xid,
+                )
             created = (await conn.execute(create)).first()
             if created is not None:
                 return StreamHead(0, None, None, tx_id=created.xid)

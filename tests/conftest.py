@@ -11,23 +11,19 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatledger.eventstore.schema import metadata
+from chatledger import migrate
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
-CreateSchema = Callable[[str], Awaitable[None]]
+CreateSchema = Callable[[str | AsyncEngine], Awaitable[None]]
 
 
-async def create_schema(url: str) -> None:
-    """Create the event store tables at `url` (tests only; production runs migrations)."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-    finally:
-        await engine.dispose()
+async def create_schema(url: str | AsyncEngine) -> None:
+    """Create every table at `url` by running the Alembic migrations (pass the engine itself for an
+    in-memory SQLite database, whose tables live on its one connection)."""
+    await migrate.upgrade(url)
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -65,5 +61,5 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(name="create_schema", scope="session")
 def create_schema_fixture() -> CreateSchema:
-    """`await create_schema(url)` creates the event store tables."""
+    """`await create_schema(url_or_engine)` migrates the database to head."""
     return create_schema

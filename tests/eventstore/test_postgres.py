@@ -1,0 +1,124 @@
+"""The contract on PostgreSQL, plus its own error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from chatledger.eventstore import EventStore, StoreUnavailable
+from chatledger.eventstore.factory import create_engine_for, open_store
+from chatledger.eventstore.postgres import TX_SLOTS, PostgresEventStore
+
+from .contract import StoreContract, StoreFactory, batch, ev
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    async def engine(self, clean_pg_url: str) -> AsyncIterator[AsyncEngine]:
+        engine = create_engine_for(clean_pg_url, pool_size=40)
+        yield engine
+        await engine.dispose()
+
+    @pytest.fixture
+    def make_store(self, engine: AsyncEngine) -> StoreFactory:
+        async def make(**options: Any) -> EventStore:
+            return PostgresEventStore(engine, **options)
+
+        return make
+
+    async def _execute(self, store: EventStore, sql: str, **params: Any) -> None:
+        assert isinstance(store, PostgresEventStore)
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.text(sql), params)
+
+    async def tamper(self, store: EventStore, stream_id: str, version: int, **values: Any) -> None:
+        def setter(column: str) -> str:
+            return f"CAST(:{column} AS json)" if column in ("data", "metadata") else f":{column}"
+
+        values = {k: json.dumps(v) if k in ("data", "metadata") else v for k, v in values.items()}
+        assignments = ", ".join(f'"{column}" = {setter(column)}' for column in values)
+        sql = f"UPDATE events SET {assignments} WHERE stream_id = :sid AND stream_version = :ver"
+        await self._execute(store, sql, sid=stream_id, ver=version, **values)
+
+    async def delete(self, store: EventStore, stream_id: str, version: int) -> None:
+        sql = "DELETE FROM events WHERE stream_id = :sid AND stream_version = :ver"
+        await self._execute(store, sql, sid=stream_id, ver=version)
+
+    async def events_in_tx(self, tx: Any, stream_id: str) -> int | None:
+        assert isinstance(tx, AsyncConnection)
+        query = sa.text("SELECT count(*) FROM events WHERE stream_id = :sid")
+        return int((await tx.execute(query, {"sid": stream_id})).scalar_one())
+
+    async def test_positions_follow_transaction_ids(self, store: EventStore) -> None:
+        first = await store.append("s", batch(3))
+        second = await store.append("s", batch(1))
+        base = first.positions[0]
+        assert base % TX_SLOTS == 0
+        assert first.positions == (base, base + 1, base + 2)
+        assert second.positions[0] // TX_SLOTS > base // TX_SLOTS
+
+
+async def test_closed_port_is_unavailable() -> None:
+    store = open_store("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.read_all()
+        with pytest.raises(StoreUnavailable):
+            await store.append("s", batch(1))
+        with pytest.raises(StoreUnavailable):
+            await anext(aiter(store.subscribe()))
+    finally:
+        await store.close()
+
+
+async def test_pool_timeout_is_unavailable(clean_pg_url: str) -> None:
+    store = open_store(clean_pg_url, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    assert isinstance(store, PostgresEventStore)
+    try:
+        async with store.engine.connect() as held:
+            await held.execute(sa.text("SELECT 1"))
+            with pytest.raises(StoreUnavailable):
+                await store.head_position()
+        assert await store.head_position() == 0
+    finally:
+        await store.close()
+
+
+async def test_killed_connection_is_unavailable_then_recovers(clean_pg_url: str) -> None:
+    store = open_store(clean_pg_url, pool_size=1, max_overflow=0)
+    assert isinstance(store, PostgresEventStore)
+    admin = create_engine_for(clean_pg_url)
+    try:
+        async with store.engine.connect() as conn:
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        async with admin.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(StoreUnavailable):
+            await store.append("s", [ev()])
+        assert (await store.append("s", [ev()])).version == 1
+    finally:
+        await store.close()
+        await admin.dispose()
+
+
+async def test_subscription_releases_its_connection(clean_pg_url: str) -> None:
+    store = open_store(clean_pg_url, pool_size=1, max_overflow=1)
+    assert isinstance(store, PostgresEventStore)
+    try:
+        for _ in range(3):
+            events = aiter(store.subscribe())
+            task = asyncio.ensure_future(anext(events))
+            await store.append("s", batch(1))
+            assert (await asyncio.wait_for(task, 10)).stream_id == "s"
+            await events.aclose()  # type: ignore[attr-defined]
+        assert await store.head_position() > 0
+    finally:
+        await store.close()
