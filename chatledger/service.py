@@ -44,8 +44,8 @@ from chatledger.eventstore import (
     AppendResult,
     DuplicateEvent,
     EventStore,
-    PartitionMismatch,
     NewEvent,
+    PartitionMismatch,
     RecordedEvent,
     StreamContext,
     VerifyResult,
@@ -179,12 +179,18 @@ class ChatLedger:
             m.model_copy(update={"id": _uuid(m.id, f"messages[{i}].id")}) if m.id is not None else m
             for i, m in enumerate(parsed)
         )
-        result = await self._execute(
+        result, decided_on = await self._execute_on(
             cid, AddMessages(user_id, parsed), user_id, expected=expected_version, key=idempotency_key
         )
         ids = [e.data["message_id"] for e in result.events]
-        async with self.engine.connect() as conn:
-            rows = await q.messages_by_id(conn, cid, ids)
+        if result.replayed or decided_on is None:
+            async with self.engine.connect() as conn:
+                rows = await q.messages_by_id(conn, cid, ids)
+        else:
+            # The state the command was decided on plus its events gives each message's seq and time,
+            # so the answer needs no further read.
+            after = replay(((_domain(e), e.recorded_at) for e in result.events), decided_on)
+            rows = [after.messages[i] for i in ids] if after is not None else []
         return AddedMessages(data=[q.message_view(cid, m) for m in rows], version=result.version)
 
     async def update_conversation(
@@ -254,9 +260,26 @@ class ChatLedger:
         partition: str | None = None,
         key: str | None = None,
     ) -> AppendResult:
+        result, _ = await self._execute_on(
+            cid, command, user_id, expected=expected, partition=partition, key=key
+        )
+        return result
+
+    async def _execute_on(
+        self,
+        cid: str,
+        command: Command,
+        user_id: str,
+        *,
+        expected: int | None = None,
+        partition: str | None = None,
+        key: str | None = None,
+    ) -> tuple[AppendResult, ConversationState | None]:
+        """Decide `command` under the stream lock and append; also returns the state it was decided on."""
+        decided: list[ConversationState | None] = [None]
         digest = command_digest(command) if key else None
         if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
-            return earlier
+            return earlier, None
 
         async def decider(ctx: StreamContext) -> list[NewEvent]:
             state = await self._load(ctx, cid, command)
@@ -272,17 +295,18 @@ class ChatLedger:
                 return derived_id(user_id, key, cid, "message", next(counter)) if key else str(uuid.uuid4())
 
             events = decide(state, command, ids, self.limits)
+            decided[0] = state
             return [self._new_event(e, user_id, cid, key, digest, i) for i, e in enumerate(events)]
 
         try:
-            return await self.store.append_with(cid, decider, ANY, partition=partition)
+            return await self.store.append_with(cid, decider, ANY, partition=partition), decided[0]
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.
             raise ConversationIdUnavailable(cid) from None
         except DuplicateEvent:
             # A duplicate of this keyed request won a race in another process: answer as it was answered.
             if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
-                return earlier
+                return earlier, None
             raise
 
     async def _replayed(self, cid: str, user_id: str, key: str, digest: str | None) -> AppendResult | None:
