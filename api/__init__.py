@@ -1,0 +1,1 @@
+"""The HTTP API (v1): a thin FastAPI layer over `ChatLedger`."""

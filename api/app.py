@@ -1,0 +1,76 @@
+"""The FastAPI application: `create_app(settings)`; `uvicorn --factory chatledger.api.app:create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from chatledger.auth import TokenVerifier
+from chatledger.service import ChatLedger
+from chatledger.settings import Settings, get_settings
+
+from . import errors
+from .errors import PROBLEM
+from .metrics import AppendCounter, Metrics
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
+from .routes import audit, conversations, health, messages
+from .schemas import Problem
+
+DESCRIPTION = """Event-sourced chat history. Authenticate with `Authorization: Bearer <JWT>` (`sub` is the
+user id). Errors are `application/problem+json`. Every response carries `X-Request-ID`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+    configure_access_log(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.verifier = TokenVerifier(settings)
+        ledger = ChatLedger.open(settings=settings)
+        ledger.store.inline_projections.append(AppendCounter(metrics))
+        await ledger.start()
+        app.state.ledger = ledger
+        try:
+            yield
+        finally:
+            await ledger.close()
+
+    app = FastAPI(title="chatledger", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    for module in (conversations, messages, audit, health):
+        app.include_router(module.router)
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with error responses as `application/problem+json` only."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if code[0] in "45" and PROBLEM in content:
+                    content.pop("application/json", None)
+                elif code == "422":
+                    # FastAPI's default validation response: ours is a problem too.
+                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                    response["description"] = "Invalid input."
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,54 @@
+"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from chatledger.eventstore import RecordedEvent
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "chatledger_http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chatledger_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.appended = Counter(
+            "chatledger_events_appended_total",
+            "Events appended to the log by this process, by event type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "chatledger_store_errors_total",
+            "Database failures answered with 503, by error class.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class AppendCounter:
+    """An inline projection that only counts: it sees exactly the events each append writes
+    (idempotent replays write nothing and are not counted)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def apply(self, tx: Any, events: Sequence[RecordedEvent]) -> None:
+        for e in events:
+            self.metrics.appended.labels(type=e.type).inc()

@@ -1,0 +1,251 @@
+"""Edge schemas: what HTTP clients send (`XIn`, `XPatch`) and receive (`XPublic`, `XsPublic`).
+
+Bodies are strict (`extra="forbid"`, no string-to-number coercion). The domain re-checks every rule
+and limit; these models exist so the OpenAPI document is precise and obvious type errors are 422s.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, StrictStr, field_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from chatledger.eventstore import VerifyResult
+from chatledger.projections.views import (
+    ConversationPage,
+    ConversationView,
+    EventView,
+    MessageView,
+)
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Problem(_Out):
+    """RFC 9457 problem details (`application/problem+json`)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+# --- conversations ------------------------------------------------------------------------------------
+
+
+class ConversationIn(_In):
+    id: StrictStr | None = Field(None, description="Optional client-chosen UUID (get-or-create).")
+    title: StrictStr | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationPatch(_In):
+    """`title` replaces; `metadata` merges as RFC 7396 JSON Merge Patch (a key set to null is removed).
+    Omit a field to keep it; an explicit null for either is 422."""
+
+    title: StrictStr | SkipJsonSchema[None] = None
+    metadata: dict[str, Any] | SkipJsonSchema[None] = None
+
+    @field_validator("title", "metadata", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (omit the field to keep it)")
+        return value
+
+
+class ConversationPublic(_Out):
+    object: Literal["conversation"] = "conversation"
+    id: str
+    user_id: str
+    title: str | None
+    metadata: dict[str, Any]
+    message_count: int
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_message_at: Timestamp | None
+
+    @classmethod
+    def of(cls, view: ConversationView) -> ConversationPublic:
+        return cls(**view.model_dump())
+
+
+class ConversationsPublic(_Out):
+    object: Literal["list"] = "list"
+    data: list[ConversationPublic]
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `after` to fetch the next page.")
+
+    @classmethod
+    def of(cls, page: ConversationPage) -> ConversationsPublic:
+        return cls(
+            data=[ConversationPublic.of(v) for v in page.data],
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+        )
+
+
+# --- messages -----------------------------------------------------------------------------------------
+
+
+class FunctionCallIn(_In):
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCallIn(_In):
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class MessageIn(_In):
+    """A message in Chat Completions shape, plus chatledger's extras (`token_count`, `metadata`,
+    `raw`: the provider-native item, returned byte-for-byte; `id`: optional client UUID)."""
+
+    role: Role
+    content: StrictStr | None = None
+    name: StrictStr | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: StrictStr | None = None
+    token_count: StrictInt | None = Field(None, ge=0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    raw: Any = None
+    id: StrictStr | None = None
+
+
+class MessagesIn(_In):
+    messages: list[MessageIn] = Field(min_length=1, description="1 to 100 messages, appended atomically.")
+
+
+class MessagePublic(_Out):
+    object: Literal["message"] = "message"
+    id: str
+    message_id: str = Field(description="Same value as `id`.")
+    conversation_id: str
+    seq: int
+    role: Role
+    content: str | None
+    name: str | None
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    token_count: int | None
+    metadata: dict[str, Any]
+    raw: Any
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, view: MessageView) -> MessagePublic:
+        data = view.model_dump(mode="json", exclude={"created_at"})
+        return cls(**data, message_id=view.id, created_at=view.created_at)
+
+
+class MessagesPublic(_Out):
+    object: Literal["list"] = "list"
+    data: list[MessagePublic]
+    has_more: bool
+    next_cursor: str | None = Field(
+        description="The seq to pass as `after` (ascending travel) or `before` (descending) for the "
+        "next page; null when there is none."
+    )
+    order: Literal["asc", "desc"]
+    version: int
+
+
+class AppendedPublic(_Out):
+    data: list[MessagePublic]
+    version: int
+
+
+class ContextPublic(_Out):
+    object: Literal["context"] = "context"
+    data: list[dict[str, Any]] = Field(
+        description="Chat Completions messages, or stored fields (format=raw)."
+    )
+    version: int
+    token_estimate: int
+    pinned: int = Field(description="How many leading system messages were pinned.")
+    format: Literal["chat", "raw"]
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+
+class EventPublic(_Out):
+    event_id: str
+    stream_id: str
+    version: int
+    position: int
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: Timestamp
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, view: EventView) -> EventPublic:
+        return cls(**view.model_dump())
+
+
+class EventsPublic(_Out):
+    object: Literal["list"] = "list"
+    data: list[EventPublic]
+    has_more: bool
+    version: int
+
+
+class BrokenLinkPublic(_Out):
+    stream_id: str
+    version: int
+    position: int | None
+    expected_hash: str | None
+    stored_hash: str | None
+    reason: str
+
+
+class VerifyPublic(_Out):
+    ok: bool
+    events_checked: int
+    first_broken: BrokenLinkPublic | None = None
+
+    @classmethod
+    def of(cls, result: VerifyResult) -> VerifyPublic:
+        broken = result.first_broken
+        return cls(
+            ok=result.ok,
+            events_checked=result.events_checked,
+            first_broken=BrokenLinkPublic(**_fields(broken)) if broken is not None else None,
+        )
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    fields: dict[str, Any] = asdict(obj)
+    return fields
+
+
+class Health(_Out):
+    status: Literal["ok", "unavailable"]
