@@ -57,6 +57,7 @@ class ConversationProjector:
                 metadata=e.data.get("metadata") or {},
                 message_count=0,
                 last_seq=0,
+                tool_call_count=0,
                 version=e.stream_version,
                 created_at=e.recorded_at,
                 updated_at=e.recorded_at,
@@ -68,11 +69,14 @@ class ConversationProjector:
         c = self.t.conversations
         n = len(batch)
         last = batch[-1]
+        opened = sum(len(e.data.get("tool_calls") or ()) for e in batch)
         values: dict[str, Any] = {
             "last_seq": c.c.last_seq + n,
             "message_count": c.c.message_count + n,
             "last_message_at": last.recorded_at,
         }
+        if opened:
+            values["tool_call_count"] = c.c.tool_call_count + opened
         derived = next(
             (t for e in batch if e.data["role"] == "user" and (t := derive_title(e.data.get("content")))),
             None,
@@ -138,11 +142,18 @@ class ConversationProjector:
             await tx.execute(
                 m.delete()
                 .where(m.c.conversation_id == stream_id, m.c.message_id.in_(ids))
-                .returning(m.c.message_id, m.c.tool_call_id)
+                .returning(m.c.message_id, m.c.tool_call_id, m.c.tool_calls)
             )
         ).all()
         c = self.t.conversations
-        await self._touch(tx, stream_id, batch[-1], message_count=c.c.message_count - len(removed))
+        closed = sum(len(r.tool_calls or ()) for r in removed)
+        await self._touch(
+            tx,
+            stream_id,
+            batch[-1],
+            message_count=c.c.message_count - len(removed),
+            tool_call_count=c.c.tool_call_count - closed,
+        )
         if not removed:
             return
         gone = [r.message_id for r in removed]

@@ -41,6 +41,8 @@ def read_tables(suffix: str = "", meta: sa.MetaData | None = None) -> ReadTables
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_message_at", sa.DateTime(timezone=True), nullable=True),
+        # Tool calls opened by the visible assistant messages (migration 0002, filled by a rebuild).
+        sa.Column("tool_call_count", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     )
     sa.Index(
         f"ix_conversations{suffix}_user_recent",
