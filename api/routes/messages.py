@@ -129,8 +129,9 @@ async def get_context(
     window = await ledger.get_context(
         conversation_id, user_id=user.user_id, max_messages=max_messages, max_tokens=max_tokens, format=format
     )
+    data = window.data if format == "chat" else [{**m, "message_id": m["id"]} for m in window.data]
     return ContextPublic(
-        data=window.data,
+        data=data,
         version=window.version,
         token_estimate=window.token_estimate,
         pinned=window.pinned,
