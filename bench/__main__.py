@@ -92,7 +92,7 @@ def render(report: Report) -> Table:
     for column in ("scenario", "figure", "median", "min", "max", "n", "target"):
         table.add_column(column, justify="left" if column in ("scenario", "figure", "target") else "right")
     for fig in report.figures.values():
-        fmt = "{:,.0f}" if fig.unit == "msg/s" else ("{:.2f}" if fig.unit == "x" else "{:.3f}")
+        fmt = "{:,.0f}" if fig.unit in ("msg/s", "req/s") else ("{:.2f}" if fig.unit == "x" else "{:.3f}")
         row = [fmt.format(v) for v in (fig.median, min(fig.values), max(fig.values))]
         table.add_row(fig.scenario, f"{fig.name} ({fig.unit})", *row, str(len(fig.values)), fig.target)
     return table

@@ -3,6 +3,7 @@ repetitions; latencies as p50/p99 within one repetition."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,7 +59,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     if not ordered:
         return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
