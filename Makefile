@@ -36,9 +36,11 @@ lint: install
 	$(BIN)/lint-imports
 
 bench: install
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 bench-quick: install
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench --quick
 
 clean:
