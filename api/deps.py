@@ -61,7 +61,10 @@ def parse_if_match(value: str | None) -> int | None:
 def get_if_match(
     if_match: Annotated[
         str | None,
-        Header(description='The conversation version the change is based on: `"7"` or `7`. Stale: 412.'),
+        Header(
+            alias="If-Match",
+            description='The conversation version the change is based on: `"7"` or `7`. Stale: 412.',
+        ),
     ] = None,
 ) -> int | None:
     return parse_if_match(if_match)

@@ -60,7 +60,9 @@ class RequestContextMiddleware:
             self._record(scope, request_id, holder.get("user_id"), status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, request_id: str, user: str | None, status: int, seconds: float) -> None:
-        route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+        # Templates keep label cardinality bounded; plain Starlette routes (docs) have fixed paths.
+        route = getattr(scope.get("route"), "path", None)
+        route = route or (scope["path"] if scope.get("endpoint") else "<unmatched>")
         method = scope["method"]
         self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
         self.metrics.latency.labels(method=method, route=route).observe(seconds)

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import jwt
 
-SECRET = "test-secret-" + "x" * 40
+SECRET = "test-secret-" + "x" * 60
 Json = Any
 
 
