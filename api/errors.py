@@ -176,7 +176,7 @@ def is_unavailable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, StoreUnavailable | _DRIVER_UNAVAILABLE):
+        if isinstance(current, (StoreUnavailable, *_DRIVER_UNAVAILABLE)):
             return True
         if isinstance(current, sa_exc.TimeoutError | sa_exc.InterfaceError | sa_exc.DisconnectionError):
             return True

@@ -1,0 +1,70 @@
+"""A database that stops answering: writes get 503 + Retry-After, and the same server process recovers
+by itself once the database is back, without losing an acknowledged write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from .conftest import Server, start_server
+from .proxy import CuttableProxy
+from .support import auth, is_problem
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def proxied(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, CuttableProxy]]:
+    url = make_url(pg_url)
+    with CuttableProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        server = start_server(through, tmp_path)
+        try:
+            yield server, proxy
+        finally:
+            server.stop()
+
+
+def test_outage_then_recovery(proxied: tuple[Server, CuttableProxy], alice: str) -> None:
+    server, proxy = proxied
+    one = {"messages": [{"role": "user", "content": "hello"}]}
+    with httpx.Client(base_url=server.url, headers=auth(alice), timeout=30) as c:
+        cid = c.post("/v1/conversations", json={}).json()["id"]
+        acknowledged = 1 if c.post(f"/v1/conversations/{cid}/messages", json=one).status_code == 201 else 0
+
+        proxy.cut()
+        for request in (
+            lambda: c.post(f"/v1/conversations/{cid}/messages", json=one),
+            lambda: c.post(f"/v1/conversations/{cid}/messages", json=one, headers={"Idempotency-Key": "k"}),
+            lambda: c.post("/v1/conversations", json={}),
+            lambda: c.patch(f"/v1/conversations/{cid}", json={"title": "t"}),
+            lambda: c.get(f"/v1/conversations/{cid}"),
+            lambda: c.get(f"/v1/conversations/{cid}/events"),
+        ):
+            started = time.monotonic()
+            r = request()
+            assert is_problem(r, 503), r.text
+            assert r.headers["retry-after"] == "3"
+            assert time.monotonic() - started < 15
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200
+
+        proxy.restore()
+        deadline = time.monotonic() + 30
+        while True:
+            r = c.post(f"/v1/conversations/{cid}/messages", json=one)
+            if r.status_code == 201:
+                acknowledged += 1
+                break
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        assert c.get("/readyz").status_code == 200
+        conv = c.get(f"/v1/conversations/{cid}").json()
+        assert conv["message_count"] == acknowledged
+        metrics = c.get("/metrics").text
+        assert "chatledger_store_errors_total{" in metrics
