@@ -86,10 +86,10 @@ async def test_oversize_body_is_413(inproc: ClientFor, alice: str, conversation:
 
 
 async def test_content_over_the_field_limit_is_422(tmp_path: Any, alice: str) -> None:
+    import httpx
+
     from chatledger.api.app import create_app
     from chatledger.settings import Settings
-
-    import httpx
 
     from .support import auth
 

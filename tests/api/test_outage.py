@@ -4,7 +4,7 @@ by itself once the database is back, without losing an acknowledged write."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,14 +38,15 @@ def test_outage_then_recovery(proxied: tuple[Server, CuttableProxy], alice: str)
         acknowledged = 1 if c.post(f"/v1/conversations/{cid}/messages", json=one).status_code == 201 else 0
 
         proxy.cut()
-        for request in (
+        requests: list[Callable[[], httpx.Response]] = [
             lambda: c.post(f"/v1/conversations/{cid}/messages", json=one),
             lambda: c.post(f"/v1/conversations/{cid}/messages", json=one, headers={"Idempotency-Key": "k"}),
             lambda: c.post("/v1/conversations", json={}),
             lambda: c.patch(f"/v1/conversations/{cid}", json={"title": "t"}),
             lambda: c.get(f"/v1/conversations/{cid}"),
             lambda: c.get(f"/v1/conversations/{cid}/events"),
-        ):
+        ]
+        for request in requests:
             started = time.monotonic()
             r = request()
             assert is_problem(r, 503), r.text
