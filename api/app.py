@@ -16,7 +16,7 @@ from . import errors
 from .errors import PROBLEM
 from .metrics import AppendCounter, Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
-from .routes import audit, conversations, health, messages
+from .routes import audit, conversations, health, messages, stream
 from .schemas import Problem
 
 DESCRIPTION = """Event-sourced chat history. Authenticate with `Authorization: Bearer <JWT>` (`sub` is the
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="chatledger", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
-    for module in (conversations, messages, audit, health):
+    for module in (conversations, messages, audit, stream, health):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -72,6 +72,7 @@ async def test_openapi_describes_routes_errors_and_headers(inproc: ClientFor) ->
         ("get", "/v1/conversations/{conversation_id}/context"),
         ("get", "/v1/conversations/{conversation_id}/events"),
         ("get", "/v1/conversations/{conversation_id}/verify"),
+        ("get", "/v1/conversations/{conversation_id}/stream"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     }
