@@ -87,18 +87,21 @@ def window_from_suffix(
 def _without_trailing_open_group(body: list[Message]) -> list[Message] | None:
     """`body` minus a trailing assistant tool-call group that still waits for answers; None when the
     group's assistant message is not inside `body` (the caller must look further back)."""
-    i = len(body)
-    while i > 0 and body[i - 1].role == "tool":
-        i -= 1
-    if i == 0:
-        return None if body else []
-    head = body[i - 1]
-    if not head.tool_calls:
-        return body
-    answered = {m.tool_call_id for m in body[i:]}
-    if all(c.id in answered for c in head.tool_calls):
-        return body
-    return body[: i - 1]
+    while True:
+        i = len(body)
+        while i > 0 and body[i - 1].role == "tool":
+            i -= 1
+        if i == 0:
+            return None if body else []
+        head = body[i - 1]
+        if not head.tool_calls:
+            return body
+        answered = {m.tool_call_id for m in body[i:]}
+        if all(c.id in answered for c in head.tool_calls):
+            return body
+        # A pending group may span several assistant messages (one call each, as Responses API items
+        # come), so what is left may end in another pending call: set that aside too.
+        body = body[: i - 1]
 
 
 def _drop_incomplete_groups(window: list[Message]) -> list[Message]:

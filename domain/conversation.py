@@ -42,7 +42,7 @@ from .events import (
     ToolCall,
 )
 from .limits import DEFAULT_LIMITS, Limits
-from .messages import NewMessage, check_metadata, check_no_nul
+from .messages import NewMessage, check_message, check_metadata, check_no_nul
 from .title import derive_title, merge_patch
 
 
@@ -106,6 +106,7 @@ def decide(
         return _add(state, command.messages, ids, limits)
     if isinstance(command, UpdateConversation):
         return _update(state, command, limits)
+    check_no_nul(command.reason, "reason")
     if isinstance(command, RemoveMessage):
         return [_remove(state, command.message_id, command.reason)]
     if isinstance(command, ClearMessages):
@@ -128,6 +129,7 @@ def _start(state: ConversationState | None, cmd: StartConversation, limits: Limi
         if state.owner == cmd.user_id and not state.deleted:
             return []  # get-or-create: the caller's own conversation is returned as it is
         raise ConversationIdUnavailable(cmd.conversation_id)
+    check_no_nul(cmd.conversation_id, "conversation_id")
     _check_title(cmd.title, limits)
     check_metadata(cmd.metadata, limits)
     return [
@@ -171,6 +173,7 @@ def _add(
     seen_ids: set[str] = set()
     events: list[DomainEvent] = []
     for i, m in enumerate(messages):
+        check_message(m, limits, i)  # the aggregate guards its rules, however the message was built
         message_id = m.id or ids()
         if message_id in seen_ids or message_id in state.messages:
             raise InvalidMessage(

@@ -73,12 +73,16 @@ def check_message(m: NewMessage, limits: Limits, index: int = 0) -> None:
         raise InvalidMessage(
             f"{at}.tool_call_id must be 1 to {limits.max_id_chars} characters", field=f"{at}.tool_call_id"
         )
+    if m.id is not None and (not m.id or len(m.id) > limits.max_id_chars):
+        raise InvalidMessage(f"{at}.id must be 1 to {limits.max_id_chars} characters", field=f"{at}.id")
     check_metadata(m.metadata, limits, f"{at}.metadata")
-    if (
-        m.raw is not None
-        and len(json.dumps(m.raw, ensure_ascii=False).encode("utf-8")) > limits.max_raw_bytes
-    ):
-        raise LimitExceeded(f"{at}.raw is larger than {limits.max_raw_bytes} bytes", field=f"{at}.raw")
+    if m.raw is not None:
+        try:
+            raw_text = json.dumps(m.raw, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidMessage(f"{at}.raw must be a JSON value", field=f"{at}.raw") from None
+        if len(raw_text.encode("utf-8")) > limits.max_raw_bytes:
+            raise LimitExceeded(f"{at}.raw is larger than {limits.max_raw_bytes} bytes", field=f"{at}.raw")
     check_no_nul(m.model_dump(mode="json"), at)
 
 
@@ -116,13 +120,21 @@ def check_metadata(metadata: Mapping[str, Any], limits: Limits, field: str = "me
                 f"{field} key {key[:20]!r}… is longer than {limits.max_metadata_key_chars} characters",
                 field=f"{field}.{key}",
             )
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        text = value if isinstance(value, str) else _json_text(value, f"{field}.{key}")
         if len(text) > limits.max_metadata_value_chars:
             raise LimitExceeded(
                 f"{field}.{key} is longer than {limits.max_metadata_value_chars} characters",
                 field=f"{field}.{key}",
             )
     check_no_nul(dict(metadata), field)
+
+
+def _json_text(value: Any, field: str) -> str:
+    """Compact JSON; NaN and Infinity are refused, since the stored JSON would turn them into null."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InvalidMessage(f"{field} must be a JSON value", field=field) from None
 
 
 def check_no_nul(value: Any, field: str) -> None:
