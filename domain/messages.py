@@ -38,10 +38,8 @@ def parse_message(value: Mapping[str, Any] | NewMessage, limits: Limits, index: 
             message = NewMessage.model_validate(value)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidMessage(
-                f"messages[{index}].{where}: {first['msg']}", field=f"messages[{index}].{where}"
-            ) from None
+            field = ".".join([f"messages[{index}]", *(str(p) for p in first["loc"])])
+            raise InvalidMessage(f"{field}: {first['msg']}", field=field) from None
     check_message(message, limits, index)
     return message
 
