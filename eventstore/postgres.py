@@ -11,9 +11,11 @@ transaction id and read only below a watermark:
   transaction below the snapshot's xmin has finished (committed rows are visible, aborted ones never
   will be), and any transaction still running or not yet started has an xid >= xmin, so all its
   positions are >= xmin * 65536, above everything returned. A checkpoint can therefore never be
-  overtaken by a late commit, and xmin never moves backwards.
-- The price: a long transaction holding an xid (anywhere in the cluster: xids are global) holds back
-  the watermark, delaying readers, never losing events. Appends hold their xid only while they run.
+  overtaken by a late commit, and xmin never moves backwards. (Refinement: xids are cluster-wide, so
+  running transactions that pg_stat_activity places in another database are left out of the xmin;
+  they cannot write our table.)
+- The price: a long transaction holding an xid in this database holds back the watermark, delaying
+  readers, never losing events. Appends hold their xid only while they run.
 
 Appends serialise per stream on the stream row (`SELECT ... FOR UPDATE`), never globally; the common
 case of an existing stream costs BEGIN, one locking SELECT (which also returns the last hash and the
@@ -43,9 +45,18 @@ CHANNEL = "chatledger_events"
 TX_SLOTS = 65536
 
 _XID: sa.ColumnElement[int] = sa.literal_column("pg_current_xact_id()::text::bigint")
-_WATERMARK = sa.select(
-    sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-).scalar_subquery()
+# pg_snapshot_xmin(pg_current_snapshot()), ignoring transactions that pg_stat_activity shows running in
+# another database: xids are cluster-wide, but only this database's transactions can write our events.
+# A transaction not (or no longer) listed there still counts, so the bound stays safe; listing it
+# merely stops an idle transaction elsewhere on the server from stalling every reader here.
+_WATERMARK: sa.ColumnElement[int] = sa.literal_column(
+    """(SELECT least(pg_snapshot_xmax(s)::text::bigint,
+                    (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x
+                     WHERE mod(x::text::bigint, 4294967296) NOT IN (
+                         SELECT backend_xid::text::bigint FROM pg_stat_activity
+                         WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())))
+        FROM pg_current_snapshot() AS s)"""
+)
 # Connection exceptions (class 08), operator intervention (57P01-57P05), too many connections,
 # query canceled (statement_timeout) and lock_not_available (lock_timeout): retrying later may work.
 _UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "57P04", "57P05", "53300", "57014", "55P03")

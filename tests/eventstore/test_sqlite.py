@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chatledger.eventstore import EventStore, NewEvent, StoreUnavailable
-from chatledger.eventstore.factory import create_engine_for, open_store
 from chatledger.eventstore import sqlite as sqlite_module
+from chatledger.eventstore.factory import create_engine_for, open_store
 from chatledger.eventstore.sqlite import SqliteEventStore
 
 from .contract import StoreContract, StoreFactory, batch
