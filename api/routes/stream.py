@@ -46,18 +46,16 @@ async def stream(
 ) -> StreamingResponse:
     """New events of this conversation, live; resumable with `Last-Event-ID` (or `?after_version=`)."""
     view = await ledger.get_conversation(conversation_id, user_id=user.user_id)  # 404 before streaming
-    after = last_event_id if last_event_id is not None else after_version
-    # Without a resume point the stream starts at the version the client could see now: the store's
-    # head position may trail on PostgreSQL (commit-order watermark), so filter by version as well.
-    floor = after if after is not None else view.version
-    body = _sse(ledger, view.id, user.user_id, after, floor)
+    # Without a resume point the stream starts at the version the client could see now. Reading the
+    # stream from that version (rather than from the log head, which may trail on PostgreSQL and is
+    # taken later) loses nothing committed in between.
+    after = next((v for v in (last_event_id, after_version) if v is not None), view.version)
+    body = _sse(ledger, view.id, user.user_id, after)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
-async def _sse(
-    ledger: ChatLedger, cid: str, user_id: str, after: int | None, floor: int
-) -> AsyncIterator[str]:
+async def _sse(ledger: ChatLedger, cid: str, user_id: str, after: int) -> AsyncIterator[str]:
     queue: asyncio.Queue[RecordedEvent | None] = asyncio.Queue(maxsize=1000)
 
     async def pump() -> None:
@@ -78,8 +76,9 @@ async def _sse(
                 continue
             if e is None:
                 return
-            if e.stream_version <= floor:
-                continue
+            if e.stream_version <= after:
+                continue  # never send a version twice
+            after = e.stream_version
             data = json.dumps(EventPublic.of(event_view(e)).model_dump(mode="json"), ensure_ascii=False)
             yield f"id: {e.stream_version}\nevent: {e.type}\ndata: {data}\n\n"
             if e.type == "ConversationDeleted":
