@@ -169,6 +169,14 @@ class SqlEventStore(EventStore):
     def _guard(self) -> Guard:
         return Guard(self._translate)
 
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection on this store's engine for the caller's own tables (read models), with
+        driver errors translated like the store's own (`StoreUnavailable` when the database is gone)."""
+        with self._guard():
+            async with self._reading() as conn:
+                yield conn
+
     # -- append ----------------------------------------------------------------------------------
 
     async def append_with(
