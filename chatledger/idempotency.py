@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chatledger.eventstore.sql import SqlEventStore
 from chatledger.projections.schema import idempotency_keys as keys
 
 NAMESPACE = uuid.UUID("5b0c1b6e-7d0a-4a43-9f8e-2f1d9f6c6a11")
@@ -49,8 +49,8 @@ def derived_id(user_id: str, key: str, *parts: object) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, engine: AsyncEngine, ttl: timedelta) -> None:
-        self.engine = engine
+    def __init__(self, store: SqlEventStore, ttl: timedelta) -> None:
+        self.store = store
         self.ttl = ttl
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -86,14 +86,14 @@ class IdempotencyStore:
         stmt = sa.select(keys).where(
             keys.c.user_id == user_id, keys.c.key == key, keys.c.created_at >= cutoff
         )
-        async with self.engine.connect() as conn:
+        async with self.store.connect() as conn:
             return (await conn.execute(stmt)).one_or_none()
 
     async def _save(
         self, user_id: str, key: str, route: str, digest: str, status: int, response: Any
     ) -> None:
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
+        async with self.store.transaction() as conn:
             if now - self._last_sweep > timedelta(hours=1):
                 self._last_sweep = now
                 await conn.execute(keys.delete().where(keys.c.created_at < now - self.ttl))

@@ -52,6 +52,7 @@ from chatledger.eventstore import (
     WrongExpectedVersion,
 )
 from chatledger.eventstore.factory import create_engine_for, open_store
+from chatledger.eventstore.sql import SqlEventStore
 from chatledger.projections import LIVE, ConversationProjector
 from chatledger.projections import queries as q
 from chatledger.projections.views import (
@@ -83,8 +84,12 @@ class ChatLedger:
         self.limits = settings.limits
         self.engine = engine
         self.projector = ConversationProjector(LIVE)
-        self.store: EventStore = open_store(engine, inline_projections=[self.projector])
-        self.idempotency = IdempotencyStore(engine, timedelta(hours=settings.idempotency_ttl_hours))
+        store = open_store(engine, inline_projections=[self.projector])
+        if not isinstance(store, SqlEventStore):
+            raise TypeError("ChatLedger needs a SQL database (PostgreSQL or SQLite) for its read tables")
+        self.store: EventStore = store
+        self.sql = store
+        self.idempotency = IdempotencyStore(store, timedelta(hours=settings.idempotency_ttl_hours))
         self._run_migrations = run_migrations
 
     @classmethod
@@ -184,7 +189,7 @@ class ChatLedger:
         )
         ids = [e.data["message_id"] for e in result.events]
         if result.replayed or decided_on is None:
-            async with self.engine.connect() as conn:
+            async with self.sql.connect() as conn:
                 rows = await q.messages_by_id(conn, cid, ids)
         else:
             # The state the command was decided on plus its events gives each message's seq and time,
@@ -373,7 +378,7 @@ class ChatLedger:
     # --- reads ----------------------------------------------------------------------------------------
 
     async def _current(self, cid: str, user_id: str) -> ConversationView:
-        async with self.engine.connect() as conn:
+        async with self.sql.connect() as conn:
             row = await q.get_conversation(conn, cid)
         if row is None or row.user_id != user_id:
             raise ConversationNotFound(cid)
@@ -419,7 +424,7 @@ class ChatLedger:
     ) -> ConversationPage:
         """The user's conversations, most recent activity first; pass `next_cursor` as `after`."""
         _check_limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.sql.connect() as conn:
             views, more = await q.list_conversations(conn, user_id, limit, after)
         cursor = q.encode_cursor(views[-1]) if more and views else None
         return ConversationPage(data=views, has_more=more, next_cursor=cursor)
@@ -448,7 +453,7 @@ class ChatLedger:
             return MessagePage(
                 data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=state.version
             )
-        async with self.engine.connect() as conn:
+        async with self.sql.connect() as conn:
             view = await self._owned(conn, cid, user_id)
             page, more = await q.message_page(conn, cid, limit=limit, before=before, after=after, order=order)
         return MessagePage(
@@ -476,7 +481,7 @@ class ChatLedger:
         if max_tokens is not None and max_tokens < 1:
             raise InvalidMessage("max_tokens must be at least 1", field="max_tokens")
         cid = _uuid(conversation_id, "conversation_id", not_found=True)
-        async with self.engine.connect() as conn:
+        async with self.sql.connect() as conn:
             view = await self._owned(conn, cid, user_id)
             window, pinned = await q.context_messages(
                 conn, cid, max_messages=max_messages, max_tokens=max_tokens
@@ -536,16 +541,20 @@ class ChatLedger:
     async def subscribe_conversation(
         self, conversation_id: str | uuid.UUID, *, user_id: str, after_version: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        """This conversation's events after `after_version` (default: from now on), then live ones."""
+        """This conversation's events after `after_version` (default: its current version, so only new
+        events), then live ones; no gap and no duplicate at the hand-over."""
         cid = _uuid(conversation_id, "conversation_id", not_found=True)
-        await self._current(cid, user_id)
+        # The log head is taken first: any event of this stream that commits later has a higher
+        # position and arrives through `subscribe`; any earlier one is visible to `read_stream`.
         head = await self.store.head_position()
-        if after_version is not None:
-            for e in await self.store.read_stream(cid, after_version=after_version):
-                head = max(head, e.global_position)
-                yield e
+        current = await self._current(cid, user_id)
+        sent = current.version if after_version is None else max(after_version, 0)
+        for e in await self.store.read_stream(cid, after_version=sent):
+            sent = e.stream_version
+            yield e
         async for e in self.store.subscribe(after=head):
-            if e.stream_id == cid:
+            if e.stream_id == cid and e.stream_version > sent:
+                sent = e.stream_version
                 yield e
 
     async def ready(self) -> bool:
@@ -559,7 +568,7 @@ class ChatLedger:
     async def stats(self) -> dict[str, Any]:
         from chatledger.projections.stats import log_stats
 
-        async with self.engine.connect() as conn:
+        async with self.sql.connect() as conn:
             return await log_stats(conn, await self.store.head_position())
 
 

@@ -177,6 +177,14 @@ class SqlEventStore(EventStore):
             async with self._reading() as conn:
                 yield conn
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for the caller's own tables, serialised with appends where the backend
+        needs it (SQLite), with driver errors translated."""
+        with self._guard():
+            async with self._writing() as conn:
+                yield conn
+
     # -- append ----------------------------------------------------------------------------------
 
     async def append_with(
