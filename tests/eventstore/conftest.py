@@ -37,6 +37,7 @@ async def clean_pg_url(pg_log_url: str) -> AsyncIterator[str]:
     engine = create_engine_for(pg_log_url)
     try:
         async with engine.begin() as conn:
+            await conn.execute(sa.text("SET LOCAL lock_timeout = '10s'"))  # fail, not hang, on a leak
             await conn.execute(sa.text("TRUNCATE events, streams"))
     finally:
         await engine.dispose()

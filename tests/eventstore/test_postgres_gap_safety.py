@@ -56,7 +56,7 @@ async def test_an_open_transaction_holds_back_later_positions(store: PostgresEve
         assert await store.head_position() == 0
     finally:
         gate.set()
-    first = await asyncio.wait_for(early, 10)
+        first = await asyncio.wait_for(early, 10)
     seen = await store.read_all()
     assert [e.stream_id for e in seen] == ["early", "late"]
     assert first.positions[0] < late.positions[0]
@@ -82,15 +82,17 @@ async def test_reader_sees_every_out_of_order_commit_once(store: PostgresEventSt
     seen: list[RecordedEvent] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE
-    while True:
-        done = writers.done()
-        batch = await store.read_all(after=seen[-1].global_position if seen else 0, limit=7)
-        seen += batch
-        if done and not batch:
-            break
-        assert loop.time() < deadline, "reader did not drain the log in time"
-        await asyncio.sleep(0)
-    await writers
+    try:
+        while True:
+            done = writers.done()
+            batch = await store.read_all(after=seen[-1].global_position if seen else 0, limit=7)
+            seen += batch
+            if done and not batch:
+                break
+            assert loop.time() < deadline, "reader did not drain the log in time"
+            await asyncio.sleep(0)
+    finally:
+        await writers
 
     positions = [e.global_position for e in seen]
     assert positions == sorted(positions)
