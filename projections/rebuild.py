@@ -42,6 +42,7 @@ from .schema import LIVE, ReadTables, read_tables
 SHADOW = "_rebuild"
 Phase = Literal["replay", "catch-up", "swap", "compare"]
 _LOCK_NOT_AVAILABLE = "55P03"
+CATCH_UP_ROUNDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ async def rebuild(
     try:
         position = await _replay(store, projector, 0, batch_size, meter, "replay")
         await _create_shadow_indexes(store, shadow)
-        position = await _replay(store, projector, position, batch_size, meter, "catch-up")
+        position = await _catch_up(store, projector, position, batch_size, meter)
         if dry_run:
             position, diffs, total = await _compare_locked(
                 store, projector, position, batch_size, meter, max_differences
@@ -176,17 +177,31 @@ async def _replay(
     meter: _Meter,
     phase: Phase,
 ) -> int:
-    """Fold `read_all` (gap-safe) into the shadow until the head, one transaction per batch."""
-    while True:
+    """Fold `read_all` (gap-safe) into the shadow up to the head as it is now, one transaction per
+    batch. Stopping at that head keeps the phase finite however fast writers append."""
+    head = await store.head_position()
+    while after < head:
         batch = await store.read_all(after=after, limit=batch_size)
         if not batch:
-            return after
+            break
         async with _writing(store) as tx:
             await projector.apply(tx, _by_stream(batch))
         after = batch[-1].global_position
         meter.tick(phase, len(batch))
-        if len(batch) < batch_size:
-            return after
+    return after
+
+
+async def _catch_up(
+    store: SqlEventStore, projector: ConversationProjector, after: int, batch_size: int, meter: _Meter
+) -> int:
+    """Catch up until a round finds less than a batch of new events (at most `CATCH_UP_ROUNDS`), so
+    what is left for the locked swap is small."""
+    for _ in range(CATCH_UP_ROUNDS):
+        before = meter.done
+        after = await _replay(store, projector, after, batch_size, meter, "catch-up")
+        if meter.done - before < batch_size:
+            break
+    return after
 
 
 async def _replay_committed(
@@ -226,7 +241,7 @@ async def _swap_with_retries(
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE or attempt == attempts:
                 raise
         # A long transaction held the tables: the writers queued behind us have gone on; catch up again.
-        position = await _replay(store, projector, position, batch_size, meter, "catch-up")
+        position = await _catch_up(store, projector, position, batch_size, meter)
     raise AssertionError("unreachable")
 
 
