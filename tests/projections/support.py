@@ -79,7 +79,10 @@ async def dump(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
         for table in LIVE.all():
             rows = await conn.execute(sa.select(table).order_by(*table.primary_key.columns))
             out[table.name] = [
-                tuple(json.dumps(v) if isinstance(c.type, sa.JSON) else v for c, v in zip(table.columns, r))
+                tuple(
+                    json.dumps(v) if isinstance(c.type, sa.JSON) else v
+                    for c, v in zip(table.columns, r, strict=True)
+                )
                 for r in rows
             ]
     return out

@@ -40,7 +40,9 @@ async def _history(ledger: ChatLedger, user: str, conversations: int = 3) -> lis
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=steps())
-async def test_rebuild_equals_inline_for_any_history(ledger: ChatLedger, user: str, script: list[Step]) -> None:
+async def test_rebuild_equals_inline_for_any_history(
+    ledger: ChatLedger, user: str, script: list[Step]
+) -> None:
     conv = await ledger.start_conversation(user_id=user)
     for step in script:
         await run_step(ledger, user, conv.id, step)
@@ -86,7 +88,9 @@ async def test_migration_0002_then_rebuild_fills_tool_call_count(
 ) -> None:
     ids = await _history(ledger, user)
     await ledger.add_messages(
-        ids[0], user_id=user, messages=[{"role": "assistant", "content": None, "tool_calls": [CALL | {"id": "c2"}]}]
+        ids[0],
+        user_id=user,
+        messages=[{"role": "assistant", "content": None, "tool_calls": [CALL | {"id": "c2"}]}],
     )
     # Back to 0001 and up again: the column comes back as the migration adds it, 0 for all history.
     await migrate.downgrade(ledger.engine, "0001")

@@ -38,7 +38,9 @@ class Counting:
             if self.fail_at is not None and self.seen + 1 == self.fail_at:
                 raise RuntimeError("projection bug")
             stmt = insert(counts).values(stream_id=e.stream_id, n=1)
-            await tx.execute(stmt.on_conflict_do_update(index_elements=["stream_id"], set_={"n": counts.c.n + 1}))
+            await tx.execute(
+                stmt.on_conflict_do_update(index_elements=["stream_id"], set_={"n": counts.c.n + 1})
+            )
             self.seen += 1
         if self.target and self.seen >= self.target:
             self.reached.set()
@@ -68,7 +70,9 @@ async def _write(ledger: ChatLedger, user: str, conversations: int) -> None:
         await ledger.add_messages(conv.id, user_id=user, messages=[{"role": "user", "content": f"m{i}"}] * 1)
 
 
-async def test_checkpoint_commits_with_the_writes_and_a_restart_resumes(ledger: ChatLedger, user: str) -> None:
+async def test_checkpoint_commits_with_the_writes_and_a_restart_resumes(
+    ledger: ChatLedger, user: str
+) -> None:
     await _setup(ledger)
     await _write(ledger, user, 3)
     runner = ProjectionRunner(ledger.engine, ledger.store, {"counts": Counting()}, batch_size=4)
@@ -87,7 +91,9 @@ async def test_checkpoint_commits_with_the_writes_and_a_restart_resumes(ledger: 
     assert await _counts(ledger) == await _versions(ledger)
 
 
-async def test_a_failing_batch_rolls_back_its_writes_and_its_checkpoint(ledger: ChatLedger, user: str) -> None:
+async def test_a_failing_batch_rolls_back_its_writes_and_its_checkpoint(
+    ledger: ChatLedger, user: str
+) -> None:
     await _setup(ledger)
     await _write(ledger, user, 2)
     broken = ProjectionRunner(ledger.engine, ledger.store, {"counts": Counting(fail_at=3)}, batch_size=10)
@@ -108,7 +114,9 @@ async def test_a_failing_batch_rolls_back_its_writes_and_its_checkpoint(ledger: 
 async def test_concurrent_runners_never_apply_a_batch_twice(ledger: ChatLedger, user: str) -> None:
     await _setup(ledger)
     await _write(ledger, user, 5)
-    runners = [ProjectionRunner(ledger.engine, ledger.store, {"counts": Counting()}, batch_size=3) for _ in range(3)]
+    runners = [
+        ProjectionRunner(ledger.engine, ledger.store, {"counts": Counting()}, batch_size=3) for _ in range(3)
+    ]
     applied = await asyncio.gather(*(r.run_once() for r in runners))
     assert sum(applied) == 10
     assert await _counts(ledger) == await _versions(ledger)
