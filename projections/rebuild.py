@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chatledger.eventstore import EventStore, RecordedEvent
+from chatledger.eventstore import EventStore, EventStoreError, RecordedEvent
 from chatledger.eventstore.recording import upcast
 from chatledger.eventstore.schema import events
 from chatledger.eventstore.sql import SqlEventStore, row_to_event
@@ -153,20 +153,20 @@ async def rebuild(
 
 
 def _writing(store: SqlEventStore) -> AbstractAsyncContextManager[AsyncConnection]:
-    # The store's own write transaction: on SQLite it queues with in-process appends and starts with
+    # The store's write transaction: on SQLite it queues with in-process appends and starts with
     # BEGIN IMMEDIATE (a deferred transaction that later writes can fail at once with SQLITE_BUSY).
-    return store._writing()
+    return store.transaction()
 
 
 async def _count_events(store: SqlEventStore) -> int:
-    async with store._reading() as conn:
+    async with store.connect() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one())
 
 
 def _by_stream(batch: Sequence[RecordedEvent]) -> list[RecordedEvent]:
     """Streams are independent in the read models: a stable sort by stream lets the projector handle
     each stream's events of the batch as a few set-based statements, in version order."""
-    return sorted(batch, key=lambda e: e.stream_id)
+    return sorted(batch, key=lambda e: (e.stream_id, e.stream_version))
 
 
 async def _replay(
@@ -237,12 +237,21 @@ async def _swap_with_retries(
     for attempt in range(1, attempts + 1):
         try:
             return await _swap(store, projector, position, batch_size, meter, lock_timeout_s)
-        except sa_exc.DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE or attempt == attempts:
+        except (sa_exc.DBAPIError, EventStoreError) as exc:
+            if not _lock_timed_out(exc) or attempt == attempts:
                 raise
         # A long transaction held the tables: the writers queued behind us have gone on; catch up again.
         position = await _catch_up(store, projector, position, batch_size, meter)
     raise AssertionError("unreachable")
+
+
+def _lock_timed_out(exc: BaseException | None) -> bool:
+    """lock_not_available, possibly wrapped by the store's error translation."""
+    while exc is not None:
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            return True
+        exc = exc.__cause__
+    return False
 
 
 async def _swap(
@@ -254,12 +263,12 @@ async def _swap(
     lock_timeout_s: float,
 ) -> int:
     shadow = projector.t
+    meter.tick("swap")
     async with _writing(store) as tx:
         if tx.dialect.name == "postgresql":
             await tx.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'"))
             names = ", ".join(t.name for t in LIVE.all())
             await tx.execute(sa.text(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"))
-        meter.tick("swap")
         position = await _replay_committed(tx, store, projector, position, batch_size, meter)
         for table in LIVE.all():
             await tx.execute(sa.text(f"DROP TABLE {table.name}"))

@@ -59,11 +59,11 @@ class ProjectionRunner:
 
     def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
         # The store's write transaction (on SQLite: BEGIN IMMEDIATE, queued with in-process appends).
-        return self.store._writing()
+        return self.store.transaction()
 
     async def checkpoint(self, name: str) -> int:
         """The last position `name` has applied (0 before its first batch)."""
-        async with self.store._reading() as conn:
+        async with self.store.connect() as conn:
             return await _position(conn, name)
 
     async def run_once(self) -> int:
@@ -137,7 +137,7 @@ async def projection_lag(store: EventStore, names: Sequence[str] | Mapping[str, 
     if not isinstance(store, SqlEventStore):
         raise TypeError("projection_lag needs a SQL event store")
     head = await store.head_position()
-    async with store._reading() as conn:
+    async with store.connect() as conn:
         rows = (await conn.execute(sa.select(checkpoints.c.name, checkpoints.c.position))).all()
         positions = {name: 0 for name in names} | {row.name: row.position for row in rows}
         lag: dict[str, int] = {}

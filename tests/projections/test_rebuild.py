@@ -7,10 +7,12 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 
 from chatledger import migrate
+from chatledger.eventstore import StoreUnavailable
 from chatledger.projections import LIVE
 from chatledger.projections.rebuild import RebuildProgress, rebuild
 from chatledger.service import ChatLedger
@@ -203,3 +205,33 @@ async def test_rebuild_while_eight_writers_append(ledger: ChatLedger) -> None:
         assert {v.id for v in page.data} >= set(conversations)
         for cid in conversations:
             await assert_matches_fold(ledger, user, cid)
+
+
+@pytest.mark.postgres
+async def test_a_swap_that_cannot_get_its_lock_retries_and_leaves_readers_alone(
+    fresh_pg_url: str, user: str
+) -> None:
+    async with ChatLedger.open(fresh_pg_url) as ledger:
+        [cid] = await _history(ledger, user, 1)
+        blocker = await ledger.engine.connect()
+        await blocker.execute(sa.select(LIVE.conversations.c.id))  # holds ACCESS SHARE until rollback
+        swaps: list[RebuildProgress] = []
+        released: list[asyncio.Task[None]] = []
+
+        def release_on_second_attempt(tick: RebuildProgress) -> None:
+            if tick.phase == "swap":
+                swaps.append(tick)
+                if len(swaps) == 2:
+                    released.append(asyncio.get_running_loop().create_task(blocker.rollback()))
+
+        try:
+            with pytest.raises(StoreUnavailable):
+                await rebuild(ledger.engine, ledger.store, lock_timeout_s=0.2, lock_attempts=1)
+            assert await ledger.get_conversation(cid, user_id=user)  # live tables untouched
+            report = await rebuild(
+                ledger.engine, ledger.store, lock_timeout_s=1.0, progress=release_on_second_attempt
+            )
+        finally:
+            await blocker.close()
+        assert report.swapped and len(swaps) == 2 and released[0].done()
+        await assert_matches_fold(ledger, user, cid)
