@@ -12,11 +12,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from chatledger.auth import InvalidToken
@@ -158,36 +156,15 @@ def _internal(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal error")
 
 
-_DRIVER_UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    OSError,
-    TimeoutError,
-    ConnectionError,
-)
-_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "57P04", "57P05", "53300")
-
-
 def is_unavailable(exc: BaseException) -> bool:
-    """A connectivity failure that escaped the store (reads go through the engine directly)."""
+    """A connectivity failure: the store translates driver errors at its edge into
+    `StoreUnavailable`; a bare socket error or timeout can still surface from the pool."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (StoreUnavailable, *_DRIVER_UNAVAILABLE)):
+        if isinstance(current, StoreUnavailable | OSError | TimeoutError):
             return True
-        if isinstance(current, sa_exc.TimeoutError | sa_exc.InterfaceError | sa_exc.DisconnectionError):
-            return True
-        if isinstance(current, sa_exc.DBAPIError):
-            state = str(getattr(current.orig, "sqlstate", "") or "")
-            if current.connection_invalidated or state.startswith("08") or state in _UNAVAILABLE_STATES:
-                return True
-            if isinstance(current, sa_exc.OperationalError) and "locked" in str(current.orig).lower():
-                return True
-            current = current.orig
-            continue
         current = current.__cause__ or current.__context__
     return False
 
@@ -211,9 +188,6 @@ HANDLERS: dict[type[Exception], Handler] = {
     InvalidToken: _unauthorized,
     StoreUnavailable: _unavailable,
     EventStoreError: _database,
-    sa_exc.SQLAlchemyError: _database,
-    asyncpg.PostgresError: _database,
-    asyncpg.InterfaceError: _database,
     OSError: _database,
     Exception: _database,
 }

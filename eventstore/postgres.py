@@ -17,9 +17,11 @@ transaction id and read only below a watermark:
 - The price: a long transaction holding an xid in this database holds back the watermark, delaying
   readers, never losing events. Appends hold their xid only while they run.
 
-Appends serialise per stream on the stream row (`SELECT ... FOR UPDATE`), never globally; the common
-case of an existing stream costs BEGIN, one locking SELECT (which also returns the last hash and the
-xid), one statement that inserts the events, moves the stream version and NOTIFYs, and COMMIT.
+Appends serialise per stream on a transaction-level advisory lock keyed by the stream id (taken
+before the transaction has an xid, so xids, hence positions, follow version order within a stream),
+never globally; the common case of an existing stream costs BEGIN, the lock, one SELECT (which also
+returns the last hash and the xid), one statement that inserts the events, moves the stream version
+and NOTIFYs, and COMMIT.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ _DRIVER_UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+
+_STREAM_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:stream_id AS text), 0))")
 
 _WRITE = sa.text(
     """
@@ -126,8 +130,12 @@ class PostgresEventStore(SqlEventStore):
             .on_conflict_do_nothing(index_elements=[streams.c.stream_id])
             .returning(_XID.label("xid"))
         )
-        # The stream row usually exists: lock it in one round trip. A new stream is inserted, which
-        # locks it just the same; losing that race to a concurrent creator means locking its row.
+        # Positions must follow version order inside a stream, so the transaction id (our position
+        # base) has to be assigned only once we hold the stream. A row lock is too late: waiting for
+        # `FOR UPDATE` already assigns an xid, letting a later writer hold an older one. The advisory
+        # lock takes no xid; every writer of this stream gets its xid inside it, in lock order.
+        await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
+        # The stream row usually exists: read it in one round trip. A new stream is inserted.
         while True:
             row = (await conn.execute(locked)).first()
             if row is not None:

@@ -9,11 +9,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import hypothesis  # noqa: F401  # see below
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatledger import migrate
+
+# Importing hypothesis up front: when its pytest plugin first imports it at the end of a session,
+# CPython 3.11.7's compiler can fail with "AST constructor recursion depth mismatch" (fixed in 3.11.8).
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 

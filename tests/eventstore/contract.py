@@ -107,6 +107,11 @@ class StoreContract:
         assert [e.stream_version for e in stored] == list(range(1, 33))
         assert sorted(e.data["n"] for e in stored) == list(range(32))
         assert (await store.verify("hot")).ok
+        # Consumers of the global order (subscribers, rebuilds) see a stream in version order.
+        in_log = [e.stream_version for e in await store.read_all(limit=1000) if e.stream_id == "hot"]
+        assert in_log == list(range(1, 33))
+        positions = [e.global_position for e in stored]
+        assert positions == sorted(positions)
 
     async def test_concurrent_appends_to_different_streams(self, store: EventStore) -> None:
         async def writer(name: str) -> None:
