@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 import uuid
+from datetime import datetime
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -276,6 +277,7 @@ def _new_event(row: dict[str, Any]) -> NewEvent:
         metadata=row.get("metadata") or {},
         event_id=uuid.UUID(row["event_id"]),
         schema_version=int(row.get("schema_version", 1)),
+        recorded_at=datetime.fromisoformat(row["recorded_at"].replace("Z", "+00:00")),
     )
 
 

@@ -38,6 +38,8 @@ class NewEvent:
     metadata: JSONObject = field(default_factory=dict)
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
     schema_version: int = 1
+    recorded_at: datetime | None = None
+    """Only for importing a log: the event's original time (otherwise the store's clock at append)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,11 +78,13 @@ _WRITE = sa.text(
                             schema_version, data, metadata, recorded_at, prev_hash, hash, tx_id)
         SELECT u.position, u.event_id, CAST(:stream_id AS text), u.version, CAST(:partition AS text),
                u.type, u.schema_version, CAST(u.data AS json), CAST(u.metadata AS json),
-               CAST(:recorded_at AS timestamptz), u.prev_hash, u.hash, CAST(:tx_id AS bigint)
+               u.recorded_at, u.prev_hash, u.hash, CAST(:tx_id AS bigint)
         FROM unnest(CAST(:positions AS bigint[]), CAST(:event_ids AS uuid[]), CAST(:versions AS bigint[]),
                     CAST(:types AS text[]), CAST(:schema_versions AS int[]), CAST(:datas AS text[]),
-                    CAST(:metadatas AS text[]), CAST(:prev_hashes AS text[]), CAST(:hashes AS text[]))
-             AS u(position, event_id, version, type, schema_version, data, metadata, prev_hash, hash)
+                    CAST(:metadatas AS text[]), CAST(:recorded_ats AS timestamptz[]),
+                    CAST(:prev_hashes AS text[]), CAST(:hashes AS text[]))
+             AS u(position, event_id, version, type, schema_version, data, metadata, recorded_at,
+                  prev_hash, hash)
     ), st AS (
         UPDATE streams SET version = CAST(:version AS bigint), partition = CAST(:partition AS text),
                            updated_at = CAST(:recorded_at AS timestamptz)
@@ -177,6 +179,7 @@ class PostgresEventStore(SqlEventStore):
                 "schema_versions": [e.schema_version for e in recorded],
                 "datas": [json.dumps(e.data, ensure_ascii=False) for e in recorded],
                 "metadatas": [json.dumps(e.metadata, ensure_ascii=False) for e in recorded],
+                "recorded_ats": [e.recorded_at for e in recorded],
                 "prev_hashes": [e.prev_hash for e in recorded],
                 "hashes": [e.hash for e in recorded],
             },

@@ -82,9 +82,11 @@ def record_events(
     positions: Sequence[int],
     recorded_at: datetime,
 ) -> list[RecordedEvent]:
-    """Number and hash-chain `new` after stream `version` whose last hash is `prev_hash`."""
+    """Number and hash-chain `new` after stream `version` whose last hash is `prev_hash`, stamped
+    `recorded_at` unless an event brings its own (an imported log keeps its original times)."""
     out: list[RecordedEvent] = []
     for offset, (event, position) in enumerate(zip(new, positions, strict=True), start=1):
+        at = event.recorded_at or recorded_at
         envelope = envelope_for_hash(
             event_id=event.event_id,
             stream_id=stream_id,
@@ -94,7 +96,7 @@ def record_events(
             schema_version=event.schema_version,
             data=event.data,
             metadata=event.metadata,
-            recorded_at=recorded_at,
+            recorded_at=at,
             prev_hash=prev_hash,
         )
         digest = chain_hash(prev_hash, envelope)
@@ -109,7 +111,7 @@ def record_events(
                 schema_version=event.schema_version,
                 data=event.data,
                 metadata=event.metadata,
-                recorded_at=recorded_at,
+                recorded_at=at,
                 prev_hash=prev_hash,
                 hash=digest,
             )

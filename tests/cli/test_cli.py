@@ -123,16 +123,21 @@ def test_export_then_import_into_a_fresh_store(
     assert len(invoke("export", "--conversation", cid).stdout.splitlines()) == 4
 
     assert invoke("import", str(out)).exit_code == 1  # the store is not empty
+    source_replay = json.loads(invoke("replay", cid).stdout)
 
     fresh = tmp_path / "fresh.db"
     monkeypatch.setenv("CHATLEDGER_DATABASE_URL", f"sqlite+aiosqlite:///{fresh}")
     result = invoke("import", str(out))
     assert result.exit_code == 0, result.output
     replayed = json.loads(invoke("replay", cid).stdout)
+    assert replayed == source_replay  # times included: the import keeps each event's recorded_at
     assert replayed["conversation"]["title"] == "renamed"
     assert [m["content"] for m in replayed["messages"]] == ["hi", "yo"]
     assert json.loads(invoke("stats", "--json").stdout)["events"] == 5
     assert invoke("verify").exit_code == 0
+    # Positions are 1..n on SQLite, so the re-computed chain is the original one, hash for hash.
+    reexported = [json.loads(line) for line in invoke("export").stdout.splitlines()]
+    assert [e["hash"] for e in reexported] == [e["hash"] for e in lines]
 
 
 def test_import_rejects_garbage(env: Path, tmp_path: Path) -> None:
