@@ -71,6 +71,29 @@ _DRIVER_UNAVAILABLE = (
 
 _STREAM_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:stream_id AS text), 0))")
 
+_LAST_HASH = (
+    sa.select(events.c.hash)
+    .where(events.c.stream_id == streams.c.stream_id, events.c.stream_version == streams.c.version)
+    .scalar_subquery()
+)
+_LOCKED = (
+    sa.select(streams.c.version, streams.c.partition, _LAST_HASH.label("last_hash"), _XID.label("xid"))
+    .where(streams.c.stream_id == sa.bindparam("stream_id"))
+    .with_for_update(of=streams)
+)
+_CREATE = (
+    pg_insert(streams)
+    .values(
+        stream_id=sa.bindparam("stream_id"),
+        partition=sa.bindparam("partition"),
+        version=0,
+        created_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+    )
+    .on_conflict_do_nothing(index_elements=[streams.c.stream_id])
+    .returning(_XID.label("xid"))
+)
+
 _WRITE = sa.text(
     """
     WITH ev AS (
@@ -115,23 +138,6 @@ class PostgresEventStore(SqlEventStore):
             yield conn
 
     async def _lock_stream(self, conn: AsyncConnection, stream_id: str, partition: str) -> StreamHead:
-        last_hash = (
-            sa.select(events.c.hash)
-            .where(events.c.stream_id == streams.c.stream_id, events.c.stream_version == streams.c.version)
-            .scalar_subquery()
-        )
-        locked = (
-            sa.select(streams.c.version, streams.c.partition, last_hash.label("last_hash"), _XID.label("xid"))
-            .where(streams.c.stream_id == stream_id)
-            .with_for_update(of=streams)
-        )
-        now = utc_now()
-        create = (
-            pg_insert(streams)
-            .values(stream_id=stream_id, partition=partition, version=0, created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=[streams.c.stream_id])
-            .returning(_XID.label("xid"))
-        )
         # Positions must follow version order inside a stream, so the transaction id (our position
         # base) has to be assigned only once we hold the stream. A row lock is too late: waiting for
         # `FOR UPDATE` already assigns an xid, letting a later writer hold an older one. The advisory
@@ -139,7 +145,7 @@ class PostgresEventStore(SqlEventStore):
         await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
         # The stream row usually exists: read it in one round trip. A new stream is inserted.
         while True:
-            row = (await conn.execute(locked)).first()
+            row = (await conn.execute(_LOCKED, {"stream_id": stream_id})).first()
             if row is not None:
                 if not row.version:
                     return StreamHead(0, None, None, tx_id=row.xid)
@@ -149,7 +155,8 @@ class PostgresEventStore(SqlEventStore):
                     row.last_hash or await _last_hash(conn, stream_id, row.version),
                     row.xid,
                 )
-            created = (await conn.execute(create)).first()
+            params = {"stream_id": stream_id, "partition": partition, "now": utc_now()}
+            created = (await conn.execute(_CREATE, params)).first()
             if created is not None:
                 return StreamHead(0, None, None, tx_id=created.xid)
 

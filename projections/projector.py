@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chatledger.domain import derive_title
 from chatledger.eventstore import RecordedEvent
 
+from . import pg_sql
 from .schema import LIVE, ReadTables
 
 
@@ -66,6 +67,14 @@ class ConversationProjector:
         )
 
     async def _on_MessageAdded(self, tx: AsyncConnection, stream_id: str, batch: list[RecordedEvent]) -> None:
+        derived = next(
+            (t for e in batch if e.data["role"] == "user" and (t := derive_title(e.data.get("content")))),
+            None,
+        )
+        if tx.dialect.name == "postgresql":
+            params = pg_sql.message_added_params(stream_id, batch, derived)
+            await tx.execute(pg_sql.message_added(self.t), params)
+            return
         c = self.t.conversations
         n = len(batch)
         last = batch[-1]
@@ -77,10 +86,6 @@ class ConversationProjector:
         }
         if opened:
             values["tool_call_count"] = c.c.tool_call_count + opened
-        derived = next(
-            (t for e in batch if e.data["role"] == "user" and (t := derive_title(e.data.get("content")))),
-            None,
-        )
         if derived is not None:
             keep = sa.or_(c.c.title_explicit, c.c.title.is_not(None))
             values["title"] = sa.case((keep, c.c.title), else_=sa.literal(derived))

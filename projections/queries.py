@@ -8,6 +8,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -79,9 +80,14 @@ def message_view(conversation_id: str, m: Message) -> MessageView:
     )
 
 
-async def get_conversation(conn: AsyncConnection, conversation_id: str, t: ReadTables = LIVE) -> Any:
+@cache
+def _conversation_by_id(t: ReadTables) -> sa.Select[Any]:
     c = t.conversations
-    return (await conn.execute(sa.select(c).where(c.c.id == conversation_id))).one_or_none()
+    return sa.select(c).where(c.c.id == sa.bindparam("cid"))
+
+
+async def get_conversation(conn: AsyncConnection, conversation_id: str, t: ReadTables = LIVE) -> Any:
+    return (await conn.execute(_conversation_by_id(t), {"cid": conversation_id})).one_or_none()
 
 
 def encode_cursor(view: ConversationView) -> str:
