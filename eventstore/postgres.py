@@ -81,6 +81,25 @@ _LOCKED = (
     .where(streams.c.stream_id == sa.bindparam("stream_id"))
     .with_for_update(of=streams)
 )
+# The lock and the read in one round trip. The xid comes from the output row (and its row lock),
+# which the join can only produce after the materialized lock row exists, so it is still assigned
+# inside the lock. When the stream row is missing the lock may not have been taken: the caller then
+# takes it on its own (advisory locks are re-entrant) before creating the row.
+_LOCK_AND_READ = (
+    sa.select(streams.c.version, streams.c.partition, _LAST_HASH.label("last_hash"), _XID.label("xid"))
+    .select_from(
+        sa.select(
+            sa.func.pg_advisory_xact_lock(
+                sa.func.hashtextextended(sa.cast(sa.bindparam("stream_id"), sa.Text), 0)
+            ).label("locked")
+        )
+        .cte("stream_lock")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    .join(streams, sa.true())
+    .where(streams.c.stream_id == sa.bindparam("stream_id"))
+    .with_for_update(of=streams)
+)
 _CREATE = (
     pg_insert(streams)
     .values(
@@ -142,10 +161,13 @@ class PostgresEventStore(SqlEventStore):
         # base) has to be assigned only once we hold the stream. A row lock is too late: waiting for
         # `FOR UPDATE` already assigns an xid, letting a later writer hold an older one. The advisory
         # lock takes no xid; every writer of this stream gets its xid inside it, in lock order.
-        await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
-        # The stream row usually exists: read it in one round trip. A new stream is inserted.
+        # The stream row usually exists: lock and read it in one round trip. A new stream is inserted.
+        row = (await conn.execute(_LOCK_AND_READ, {"stream_id": stream_id})).first()
+        if row is None:
+            await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
         while True:
-            row = (await conn.execute(_LOCKED, {"stream_id": stream_id})).first()
+            if row is None:
+                row = (await conn.execute(_LOCKED, {"stream_id": stream_id})).first()
             if row is not None:
                 if not row.version:
                     return StreamHead(0, None, None, tx_id=row.xid)
@@ -159,6 +181,7 @@ class PostgresEventStore(SqlEventStore):
             created = (await conn.execute(_CREATE, params)).first()
             if created is not None:
                 return StreamHead(0, None, None, tx_id=created.xid)
+            row = None
 
     def _positions(self, head: StreamHead, count: int) -> Sequence[int]:
         assert head.tx_id is not None
