@@ -63,8 +63,10 @@ def domain_message(row: Any) -> Message:
 
 
 def message_view(conversation_id: str, m: Message) -> MessageView:
+    # Every field comes from a Message built from validated input or a stored row: validating the
+    # view again would cost a second pydantic pass per row.
     assert m.created_at is not None
-    return MessageView(
+    return MessageView.model_construct(
         id=m.message_id,
         conversation_id=conversation_id,
         seq=m.seq,
@@ -147,6 +149,52 @@ async def message_page(
     return page, len(rows) > limit
 
 
+@cache
+def _owned_page(t: ReadTables, after: bool, before: bool, ascending: bool) -> sa.Select[Any]:
+    c, m = t.conversations, t.messages
+    page = sa.select(m).where(m.c.conversation_id == sa.bindparam("cid"))
+    if after:
+        page = page.where(m.c.seq > sa.bindparam("after"))
+    if before:
+        page = page.where(m.c.seq < sa.bindparam("before"))
+    seq = m.c.seq.asc() if ascending else m.c.seq.desc()
+    sub = page.order_by(seq).limit(sa.bindparam("limit")).subquery()
+    # The owner's conversation row left-joined to the page: no row at all means "not found".
+    return (
+        sa.select(c.c.version.label("conversation_version"), sub)
+        .select_from(c.outerjoin(sub, sa.true()))
+        .where(c.c.id == sa.bindparam("cid"), c.c.user_id == sa.bindparam("uid"))
+        .order_by(sub.c.seq.asc() if ascending else sub.c.seq.desc())
+    )
+
+
+async def owned_message_page(
+    conn: AsyncConnection,
+    conversation_id: str,
+    user_id: str,
+    *,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+    order: Order = "asc",
+    t: ReadTables = LIVE,
+) -> tuple[int, list[Message], bool] | None:
+    """`message_page` and the ownership check in one round trip: (conversation version, page,
+    has_more), or None when `user_id` has no such conversation."""
+    ascending = after is not None or (before is None and order == "asc")
+    stmt = _owned_page(t, after is not None, before is not None, ascending)
+    params = {"cid": conversation_id, "uid": user_id, "limit": limit + 1, "after": after, "before": before}
+    rows = (await conn.execute(stmt, params)).all()
+    if not rows:
+        return None
+    version = rows[0].conversation_version
+    rows = [r for r in rows if r.seq is not None]
+    page = [domain_message(r) for r in rows[:limit]]
+    if ascending != (order == "asc"):
+        page.reverse()
+    return version, page, len(rows) > limit
+
+
 async def messages_by_id(
     conn: AsyncConnection, conversation_id: str, message_ids: Sequence[str], t: ReadTables = LIVE
 ) -> list[Message]:
@@ -161,6 +209,9 @@ async def messages_by_id(
     return [domain_message(r) for r in (await conn.execute(stmt)).all()]
 
 
+PINNED_CHUNK = 32
+
+
 async def context_messages(
     conn: AsyncConnection,
     conversation_id: str,
@@ -168,23 +219,37 @@ async def context_messages(
     max_messages: int | None,
     max_tokens: int | None,
     t: ReadTables = LIVE,
+    head: tuple[list[Message], bool] | None = None,
 ) -> tuple[list[Message], int]:
     """The context window and how many pinned messages lead it, reading only the pinned run and as
-    much of the tail as the limits need."""
+    much of the tail as the limits need. `head`: the first `PINNED_CHUNK` messages and whether more
+    exist, when the caller has already read them."""
     m = t.messages
     base = sa.select(m).where(m.c.conversation_id == conversation_id)
     pinned: list[Message] = []
     while True:
-        after = pinned[-1].seq if pinned else 0
-        rows = (await conn.execute(base.where(m.c.seq > after).order_by(m.c.seq).limit(32))).all()
-        lead = [domain_message(r) for r in rows]
+        if head is None:
+            after = pinned[-1].seq if pinned else 0
+            rows = (
+                await conn.execute(base.where(m.c.seq > after).order_by(m.c.seq).limit(PINNED_CHUNK))
+            ).all()
+            head = [domain_message(r) for r in rows], len(rows) == PINNED_CHUNK
+        lead, more = head
         run = next((i for i, msg in enumerate(lead) if msg.role != "system"), len(lead))
         pinned.extend(lead[:run])
-        if run < len(lead) or len(rows) < 32:
+        if not more:
+            # The whole history is in hand: no tail query.
+            window = window_from_suffix(
+                pinned, lead[run:], complete=True, max_messages=max_messages, max_tokens=max_tokens
+            )
+            assert window is not None
+            return window, len(pinned)
+        if run < len(lead):
             break
+        head = None
     floor = pinned[-1].seq if pinned else 0
-    # The trailing open tool group can hold up to max_tool_calls answers: read a little past the limit.
-    chunk = (max_messages or 64) + 160
+    # Most windows are decided by max_messages + a few rows; window_from_suffix says when they are not.
+    chunk = (max_messages or 64) + 16
     while True:
         stmt = base.where(m.c.seq > floor).order_by(m.c.seq.desc()).limit(chunk + 1)
         rows = (await conn.execute(stmt)).all()
@@ -196,6 +261,27 @@ async def context_messages(
         if window is not None:
             return window, len(pinned)
         chunk *= 4
+
+
+async def owned_context_messages(
+    conn: AsyncConnection,
+    conversation_id: str,
+    user_id: str,
+    *,
+    max_messages: int | None,
+    max_tokens: int | None,
+    t: ReadTables = LIVE,
+) -> tuple[int, list[Message], int] | None:
+    """`context_messages` with the ownership check folded into its first read: (conversation version,
+    window, pinned count), or None when `user_id` has no such conversation."""
+    first = await owned_message_page(conn, conversation_id, user_id, limit=PINNED_CHUNK, t=t)
+    if first is None:
+        return None
+    version, lead, more = first
+    window, pinned = await context_messages(
+        conn, conversation_id, max_messages=max_messages, max_tokens=max_tokens, t=t, head=(lead, more)
+    )
+    return version, window, pinned
 
 
 async def load_state(
