@@ -9,16 +9,17 @@ import asyncio
 import json
 import sys
 import uuid
-from datetime import datetime
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from chatledger import auth
 from chatledger import migrate as migrations
@@ -314,6 +315,82 @@ def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, re
         except KeyError as exc:
             raise CommandError(f"{file}: an event lacks the field {exc}") from None
         err.print(f"imported {count} events", highlight=False)
+
+
+# --- rebuild ------------------------------------------------------------------------------------------
+
+PROJECTIONS = ("conversations",)
+
+
+@app.command()
+def rebuild(
+    name: Annotated[str, typer.Argument(help="Projection to rebuild: conversations (the read models).")] = (
+        "conversations"
+    ),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Build and compare with the live tables; do not swap.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Events per read and write batch.")] = 2000,
+) -> None:
+    """Replay the log into shadow tables while writers keep writing, then swap them in atomically."""
+    if name not in PROJECTIONS:
+        err.print(f"error: unknown projection {name!r} (known: {', '.join(PROJECTIONS)})", markup=False)
+        raise typer.Exit(2)
+    with _errors():
+        report = _with_ledger(lambda ledger: _rebuild(ledger, dry_run, batch_size))
+        _echo_json(report)
+        if dry_run and report["differences_total"]:
+            err.print(f"error: {report['differences_total']} rows differ from a rebuild", markup=False)
+            raise typer.Exit(1)
+
+
+async def _rebuild(ledger: ChatLedger, dry_run: bool, batch_size: int) -> dict[str, Any]:
+    from chatledger.projections.rebuild import RebuildProgress, rebuild
+
+    with _progress_rate() as progress:
+        task = progress.add_task("rebuilding", total=None)
+
+        def tick(p: RebuildProgress) -> None:
+            progress.update(task, description=p.phase, completed=p.events_done, total=max(p.events_total, 1))
+
+        report = await rebuild(
+            ledger.engine, ledger.store, batch_size=batch_size, dry_run=dry_run, progress=tick
+        )
+    return {
+        "events": report.events,
+        "duration_s": round(report.duration_s, 3),
+        "events_per_s": round(report.events_per_s),
+        "swapped": report.swapped,
+        "position": report.position,
+        "differences_total": report.differences_total,
+        "differences": [
+            {
+                "table": d.table,
+                "key": list(d.key),
+                "kind": d.kind,
+                "columns": {k: list(map(str, v)) for k, v in d.columns.items()},
+            }
+            for d in report.differences
+        ],
+    }
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} events/s")
+
+
+def _progress_rate() -> Progress:
+    """A bar with throughput (events/s) and ETA, for long replays."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} events"),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def _with_ledger(action: Callable[[ChatLedger], Awaitable[T]]) -> T:

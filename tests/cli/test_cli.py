@@ -165,3 +165,20 @@ def test_installed_entry_point(env: Path) -> None:
 
 def test_settings_from_env(env: Path) -> None:
     assert Settings().database_url.endswith("cli.db")
+
+
+def test_rebuild_repairs_a_damaged_read_model(env: Path) -> None:
+    cid, _ = seed(env)
+    with sqlite3.connect(env) as db:
+        db.execute("UPDATE messages SET content = 'forged' WHERE conversation_id = ?", (cid,))
+    dry = invoke("rebuild", "--dry-run")
+    assert dry.exit_code == 1
+    report = json.loads(dry.stdout)
+    assert report["swapped"] is False and report["differences_total"] == 2
+    assert {d["table"] for d in report["differences"]} == {"messages"}
+
+    fixed = invoke("rebuild")
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["swapped"] is True
+    assert invoke("rebuild", "--dry-run").exit_code == 0  # the live tables equal a fresh fold again
+    assert invoke("rebuild", "projections-that-do-not-exist").exit_code == 2
