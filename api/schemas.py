@@ -84,6 +84,7 @@ class ConversationPublic(_Out):
     created_at: Timestamp
     updated_at: Timestamp
     last_message_at: Timestamp | None
+    tool_call_count: int = Field(0, description="Tool calls opened by the visible assistant messages.")
 
     @classmethod
     def of(cls, view: ConversationView) -> ConversationPublic:

@@ -21,6 +21,7 @@ def view_of_state(state: ConversationState) -> ConversationView:
         created_at=state.created_at,
         updated_at=state.updated_at,
         last_message_at=state.last_message_at,
+        tool_call_count=len(state.tool_calls),
     )
 
 

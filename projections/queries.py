@@ -43,6 +43,7 @@ def conversation_view(row: Any) -> ConversationView:
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
         last_message_at=utc(row.last_message_at) if row.last_message_at else None,
+        tool_call_count=row.tool_call_count,
     )
 
 

@@ -24,6 +24,8 @@ class ConversationView(_View):
     created_at: datetime
     updated_at: datetime
     last_message_at: datetime | None
+    tool_call_count: int = 0
+    """Tool calls opened by the visible assistant messages (added by migration 0002)."""
 
 
 class MessageView(_View):
