@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from chatledger.eventstore import RecordedEvent
 
@@ -35,6 +35,13 @@ class Metrics:
             "chatledger_store_errors_total",
             "Database failures answered with 503, by error class.",
             ["kind"],
+            registry=self.registry,
+        )
+
+        self.projection_lag = Gauge(
+            "chatledger_projection_lag_events",
+            "Events an asynchronous projection still has to process (read at scrape time).",
+            ["projection"],
             registry=self.registry,
         )
 

@@ -124,10 +124,14 @@ class LedgerReads:
                 data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=state.version
             )
         async with self.sql.connect() as conn:
-            view = await self._owned(conn, cid, user_id)
-            page, more = await q.message_page(conn, cid, limit=limit, before=before, after=after, order=order)
+            found = await q.owned_message_page(
+                conn, cid, user_id, limit=limit, before=before, after=after, order=order
+            )
+        if found is None:
+            raise ConversationNotFound(cid)
+        version, page, more = found
         return MessagePage(
-            data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=view.version
+            data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=version
         )
 
     async def _owned(self, conn: Any, cid: str, user_id: str) -> ConversationView:
@@ -152,17 +156,19 @@ class LedgerReads:
             raise InvalidMessage("max_tokens must be at least 1", field="max_tokens")
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
         async with self.sql.connect() as conn:
-            view = await self._owned(conn, cid, user_id)
-            window, pinned = await q.context_messages(
-                conn, cid, max_messages=max_messages, max_tokens=max_tokens
+            found = await q.owned_context_messages(
+                conn, cid, user_id, max_messages=max_messages, max_tokens=max_tokens
             )
+        if found is None:
+            raise ConversationNotFound(cid)
+        version, window, pinned = found
         data = [
             to_chat_format(m) if format == "chat" else q.message_view(cid, m).model_dump(mode="json")
             for m in window
         ]
         return ContextWindow(
             data=data,
-            version=view.version,
+            version=version,
             token_estimate=sum(estimate_tokens(m) for m in window),
             pinned=pinned,
         )
@@ -226,6 +232,12 @@ class LedgerReads:
             if e.stream_id == cid and e.stream_version > sent:
                 sent = e.stream_version
                 yield e
+
+    async def projection_lag(self) -> dict[str, int]:
+        """Events each asynchronous projection (one with a checkpoint) has still to process."""
+        from chatledger.projections.runner import projection_lag
+
+        return await projection_lag(self.store)
 
     async def ready(self) -> bool:
         """True when the database answers."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+
+from chatledger.eventstore import EventStoreError
 
 from ..deps import LedgerDep
 from ..schemas import Health
@@ -29,6 +33,10 @@ async def readyz(ledger: LedgerDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    body = request.app.state.metrics.render()
+async def metrics(request: Request, ledger: LedgerDep) -> Response:
+    registry = request.app.state.metrics
+    with contextlib.suppress(EventStoreError):  # metrics still render while the database is down
+        for name, lag in (await ledger.projection_lag()).items():
+            registry.projection_lag.labels(projection=name).set(lag)
+    body = registry.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -49,6 +49,7 @@ async def test_metrics(inproc: ClientFor, alice: str) -> None:
     assert "chatledger_http_request_duration_seconds_bucket" in text
     assert 'chatledger_events_appended_total{type="MessageAdded"} 1.0' in text
     assert "chatledger_store_errors_total" in text
+    assert "# TYPE chatledger_projection_lag_events gauge" in text
 
 
 async def test_readyz(inproc: ClientFor) -> None:
