@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-from alembic import command
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

@@ -40,7 +40,8 @@ async def _diff(url: str) -> list[Any]:
         async with engine.connect() as conn:
             return await conn.run_sync(
                 lambda c: compare_metadata(
-                    MigrationContext.configure(c, opts={"compare_type": False}), [log_metadata, read_metadata]
+                    MigrationContext.configure(c, opts={"compare_type": False}),
+                    [log_metadata, read_metadata],  # type: ignore[arg-type]  # a list is accepted at runtime
                 )
             )
     finally:
