@@ -134,12 +134,6 @@ class LedgerReads:
             data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=version
         )
 
-    async def _owned(self, conn: Any, cid: str, user_id: str) -> ConversationView:
-        row = await q.get_conversation(conn, cid)
-        if row is None or row.user_id != user_id:
-            raise ConversationNotFound(cid)
-        return q.conversation_view(row)
-
     async def get_context(
         self,
         conversation_id: str | uuid.UUID,
