@@ -6,7 +6,7 @@ Every read takes the acting `user_id`; a conversation the user does not own is `
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 from chatledger.domain import (
@@ -32,6 +32,7 @@ from chatledger.projections.views import (
     MessagePage,
 )
 
+from .live import LiveHub
 from .replaying import page_in_memory, view_of_state
 
 Order = Literal["asc", "desc"]
@@ -46,6 +47,7 @@ class LedgerReads:
 
     store: EventStore
     sql: SqlEventStore
+    live: LiveHub
 
     async def _current(self, cid: str, user_id: str) -> ConversationView:
         async with self.sql.connect() as conn:
@@ -210,22 +212,23 @@ class LedgerReads:
 
     async def subscribe_conversation(
         self, conversation_id: str | uuid.UUID, *, user_id: str, after_version: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """This conversation's events after `after_version` (default: its current version, so only new
         events), then live ones; no gap and no duplicate at the hand-over."""
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
-        # The log head is taken first: any event of this stream that commits later has a higher
-        # position and arrives through `subscribe`; any earlier one is visible to `read_stream`.
-        head = await self.store.head_position()
-        current = await self._current(cid, user_id)
-        sent = current.version if after_version is None else max(after_version, 0)
-        for e in await self.store.read_stream(cid, after_version=sent):
-            sent = e.stream_version
-            yield e
-        async for e in self.store.subscribe(after=head):
-            if e.stream_id == cid and e.stream_version > sent:
+        # Listening starts before the history is read: an event committed later arrives through the
+        # queue, an earlier one is visible to `read_stream`; versions already sent are skipped.
+        async with self.live.listen(cid) as queue:
+            current = await self._current(cid, user_id)
+            sent = current.version if after_version is None else max(after_version, 0)
+            for e in await self.store.read_stream(cid, after_version=sent):
                 sent = e.stream_version
                 yield e
+            # None: this listener fell too far behind and was dropped; the client resumes by version.
+            while (live := await queue.get()) is not None:
+                if live.stream_version > sent:
+                    sent = live.stream_version
+                    yield live
 
     async def projection_lag(self) -> dict[str, int]:
         """Events each asynchronous projection (one with a checkpoint) has still to process."""

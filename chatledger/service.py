@@ -57,6 +57,7 @@ from chatledger.projections.views import (
 from chatledger.settings import Settings
 
 from .idempotency import IdempotencyConflict, IdempotencyStore, command_digest, derived_id
+from .live import LiveHub
 from .reads import LedgerReads, VersionNotFound, event_view, parse_id, to_domain
 
 Order = Literal["asc", "desc"]
@@ -75,6 +76,7 @@ class ChatLedger(LedgerReads):
             raise TypeError("ChatLedger needs a SQL database (PostgreSQL or SQLite) for its read tables")
         self.store: EventStore = store
         self.sql = store
+        self.live = LiveHub(store)
         self.idempotency = IdempotencyStore(store, timedelta(hours=settings.idempotency_ttl_hours))
         self._run_migrations = run_migrations
 
@@ -98,6 +100,7 @@ class ChatLedger(LedgerReads):
         return self
 
     async def close(self) -> None:
+        await self.live.close()
         await self.store.close()
         await self.engine.dispose()
 

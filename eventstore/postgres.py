@@ -26,6 +26,7 @@ and NOTIFYs, and COMMIT.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -258,19 +259,16 @@ class PostgresEventStore(SqlEventStore):
         async def read(checkpoint: int, limit: int) -> list[RecordedEvent]:
             return await self.read_all(after=checkpoint, limit=limit)
 
-        # A pooled connection kept for the subscription's lifetime; every read still goes through
-        # read_all, so a notification only says "look again" and a lost one only delays.
+        # A dedicated connection, outside the pool (a long LISTEN must not starve requests); every
+        # read still goes through read_all, so a notification only says "look again" and a lost one
+        # only delays.
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with Guard(self._translate):
-            conn = await self.engine.connect()
-            raw = await conn.get_raw_connection()
-            listener: asyncpg.Connection = raw.driver_connection
+            listener: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
             await listener.add_listener(CHANNEL, wake)
         try:
             async for recorded in follow(read, signal.waiter, after=after):
                 yield recorded
         finally:
-            try:
-                if not listener.is_closed():
-                    await listener.remove_listener(CHANNEL, wake)
-            finally:
-                await conn.close()
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=5)

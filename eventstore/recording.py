@@ -295,7 +295,15 @@ async def follow(
     checkpoint = after
     while True:
         wake = waiter()
-        events = await read_all(checkpoint, batch)
+        read = asyncio.ensure_future(read_all(checkpoint, batch))
+        try:
+            events = await asyncio.shield(read)
+        except asyncio.CancelledError:
+            # Let an in-flight read finish before unwinding: a query cut off mid-way can leave a
+            # driver thread (aiosqlite) posting to an event loop that is already closed.
+            with contextlib.suppress(BaseException):
+                await read
+            raise
         for event in events:
             yield event
             checkpoint = event.global_position
