@@ -61,10 +61,19 @@ async def list_messages(
     before: Annotated[int | None, Query(ge=0, description="Messages with seq < before.")] = None,
     after: Annotated[int | None, Query(ge=0, description="Messages with seq > after.")] = None,
     order: Literal["asc", "desc"] = "asc",
+    at_version: Annotated[int | None, Query(ge=1, description="Replay the history as it stood then.")] = None,
 ) -> MessagesPublic:
-    """An ordered page of the history (DESIGN section 9, "Message pages")."""
+    """An ordered page of the history (DESIGN section 9, "Message pages"); `at_version=n` pages the
+    history as it stood after the conversation's n-th event, folded from the log."""
     page = await ledger.get_messages(
-        conversation_id, user_id=user.user_id, limit=limit, before=before, after=after, order=order
+        conversation_id,
+        user_id=user.user_id,
+        limit=limit,
+        before=before,
+        after=after,
+        order=order,
+        at_version=at_version,
+        admin=user.admin,
     )
     return MessagesPublic(
         data=[MessagePublic.of(m) for m in page.data],

@@ -80,6 +80,10 @@ async def test_full_lifecycle(client_for: ClientFor, alice: str) -> None:
     removed = await c.delete(f"/v1/conversations/{cid}/messages/{first['id']}")
     assert removed.status_code == 204
     assert is_problem(await c.delete(f"/v1/conversations/{cid}/messages/{first['id']}"), 404)
+    now = await c.get(f"/v1/conversations/{cid}/messages")
+    assert [m["seq"] for m in now.json()["data"]] == [2]
+    then = await c.get(f"/v1/conversations/{cid}/messages", params={"at_version": 4})
+    assert [m["seq"] for m in then.json()["data"]] == [1, 2] and then.json()["version"] == 4
 
     events = await c.get(f"/v1/conversations/{cid}/events")
     assert events.status_code == 200
