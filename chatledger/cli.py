@@ -66,7 +66,7 @@ def _errors() -> Iterator[None]:
 
 
 def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
 def _progress() -> Progress:
@@ -368,7 +368,7 @@ async def _rebuild(ledger: ChatLedger, dry_run: bool, batch_size: int) -> dict[s
                 "table": d.table,
                 "key": list(d.key),
                 "kind": d.kind,
-                "columns": {k: list(map(str, v)) for k, v in d.columns.items()},
+                "columns": {k: list(v) for k, v in d.columns.items()},
             }
             for d in report.differences
         ],
