@@ -352,7 +352,8 @@ class ChatLedger(LedgerReads):
         request_id = request_id_var.get()
         meta: dict[str, Any] = {"actor": user_id}
         if request_id:
-            meta.update(request_id=request_id, correlation_id=request_id)
+            # The request is the command: it both causes these events and correlates the work.
+            meta.update(request_id=request_id, correlation_id=request_id, causation_id=request_id)
         if key:
             meta.update(idempotency_key=key, request_digest=digest)
         event_id = uuid.UUID(derived_id(user_id, key, cid, "event", index)) if key else uuid.uuid4()
