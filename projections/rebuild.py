@@ -2,7 +2,9 @@
 
 1. Replay: shadow tables (`conversations_rebuild`, ...) are filled from `read_all` in batches, one
    transaction per batch, while writers keep appending and projecting inline into the live tables.
-2. Catch up: replay again until the shadow is at the head of the log.
+   Streams that start within a batch are folded in memory and inserted in bulk (projections/bulk.py);
+   the projector continues the others.
+2. Catch up: replay again until the shadow is at the head of the log (the same way).
 3. Swap, in ONE transaction that first blocks the inline projector:
    - PostgreSQL: `LOCK TABLE conversations, messages, tool_calls IN ACCESS EXCLUSIVE MODE`. Every
      append projects inline, so once the lock is held every transaction that touched the live tables
@@ -20,6 +22,7 @@ but not readers), catches up the same way and compares the shadow with the live 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,6 +39,7 @@ from chatledger.eventstore.recording import upcast
 from chatledger.eventstore.schema import events
 from chatledger.eventstore.sql import SqlEventStore, row_to_event
 
+from . import bulk
 from .projector import ConversationProjector
 from .schema import LIVE, ReadTables, read_tables
 
@@ -180,15 +184,38 @@ async def _replay(
     """Fold `read_all` (gap-safe) into the shadow up to the head as it is now, one transaction per
     batch. Stopping at that head keeps the phase finite however fast writers append."""
     head = await store.head_position()
-    while after < head:
-        batch = await store.read_all(after=after, limit=batch_size)
-        if not batch:
-            break
-        async with _writing(store) as tx:
-            await projector.apply(tx, _by_stream(batch))
+    if after >= head:
+        return after
+    batch = await store.read_all(after=after, limit=batch_size)
+    while batch:
         after = batch[-1].global_position
+        # Read the next batch while this one is written (at most two batches in memory).
+        upcoming = (
+            asyncio.ensure_future(store.read_all(after=after, limit=batch_size)) if after < head else None
+        )
+        try:
+            async with _writing(store) as tx:
+                await _apply_bulk(tx, projector, batch)
+        except BaseException:
+            if upcoming is not None:
+                upcoming.cancel()
+                await asyncio.gather(upcoming, return_exceptions=True)
+            raise
         meter.tick(phase, len(batch))
+        batch = await upcoming if upcoming is not None else []
     return after
+
+
+async def _apply_bulk(
+    tx: AsyncConnection, projector: ConversationProjector, batch: Sequence[RecordedEvent]
+) -> None:
+    """Streams that start in this batch are new to the shadow: fold them in memory and insert their
+    rows with one executemany per table (projections/bulk.py). The others continue rows the shadow
+    already holds and go through the projector. Streams are independent, so the order is free."""
+    fresh, rest = bulk.split_batch(batch)
+    await bulk.insert_rows(tx, projector.t, bulk.fold_streams(fresh.values()))
+    if rest:
+        await projector.apply(tx, _by_stream(rest))
 
 
 async def _catch_up(
