@@ -3,8 +3,7 @@
 A rebuild applies this to every stream whose `ConversationStarted` lies in the batch (so the shadow
 tables hold nothing of it yet); streams that started in an earlier batch go through the
 `ConversationProjector`, whose rows are already there. The rows follow the projector's column
-conventions exactly (tests/projections/test_bulk.py checks them against it and against the domain's
-`replay`):
+conventions exactly (tests/projections/test_bulk.py checks them against it):
 
 - `version` and `updated_at` come from the stream's last event (`stream_version`, `recorded_at`);
 - a message row is `projector._message_row` of the event that added it, so JSON columns hold the
@@ -22,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatledger.domain import derive_title
+from chatledger.domain import EVENT_TYPES, event_from_payload, replay
 from chatledger.eventstore import RecordedEvent
 
 from .projector import _message_row
@@ -42,91 +41,44 @@ class Rows:
 
 
 def fold_stream(events: Sequence[RecordedEvent]) -> Rows:
-    """The rows of one whole stream, given its events in version order from `ConversationStarted` on.
-
-    The domain's `evolve` rules (domain/conversation.py), applied to the stored payloads directly:
-    `replay` would validate every payload into a pydantic event and copy the frozen state twice per
-    event, which made it the largest cost of a rebuild.
-    """
+    """The rows of one whole stream, given its events in version order from `ConversationStarted` on,
+    folded by the domain's own `replay` (one set of rules for inline, rebuild and replay)."""
     stream_id = events[0].stream_id
-    owner = ""
-    title: str | None = None
-    explicit = deleted = False
-    metadata: Any = {}
-    created_at = last_message_at = None
-    last: RecordedEvent | None = None
-    last_seq = 0
-    messages: dict[str, tuple[int, RecordedEvent]] = {}  # visible, by id, in seq order
-    calls: dict[str, list[str | None]] = {}  # call id -> [assistant message id, answer message id]
-    for e in events:
-        d, kind = e.data, e.type
-        if kind == "MessageAdded":
-            last_seq += 1
-            message_id = d["message_id"]
-            messages[message_id] = (last_seq, e)
-            for call in d.get("tool_calls") or ():
-                calls[call["id"]] = [message_id, None]
-            answered = d.get("tool_call_id")
-            if answered is not None and (ref := calls.get(answered)) is not None:
-                ref[1] = message_id
-            if title is None and not explicit and d["role"] == "user":
-                title = derive_title(d.get("content"))
-            last_message_at = e.recorded_at
-        elif kind == "MessageRemoved":
-            removed = messages.pop(d["message_id"], None)
-            if removed is not None:
-                gone = removed[1].data
-                for call in gone.get("tool_calls") or ():
-                    calls.pop(call["id"], None)
-                answered = gone.get("tool_call_id")
-                if (
-                    answered is not None
-                    and (ref := calls.get(answered)) is not None
-                    and ref[1] == d["message_id"]
-                ):
-                    ref[1] = None  # taking an answer out of the history reopens its call
-        elif kind == "ConversationUpdated":
-            if d.get("title") is not None:
-                title, explicit = d["title"], True
-            if d.get("metadata") is not None:
-                metadata = d["metadata"]
-        elif kind == "ConversationStarted":
-            owner, title, created_at = d["user_id"], d.get("title"), e.recorded_at
-            explicit, metadata = title is not None, d.get("metadata") or {}
-        elif kind == "ConversationDeleted":
-            deleted = True
-        else:
-            continue  # the projector ignores other types too
-        last = e
+    known = [e for e in events if e.type in EVENT_TYPES]
+    state = replay((event_from_payload(e.type, dict(e.data)), e.recorded_at) for e in known)
     rows = Rows()
-    if deleted or last is None:
+    if state is None or state.deleted:
         return rows
+    last = known[-1]
     rows.conversations.append(
         {
             "id": stream_id,
-            "user_id": owner,
-            "title": title,
-            "title_explicit": explicit,
-            "metadata": metadata,
-            "message_count": len(messages),
-            "last_seq": last_seq,
-            "tool_call_count": len(calls),
+            "user_id": state.owner,
+            "title": state.title,
+            "title_explicit": state.title_explicit,
+            "metadata": state.metadata,
+            "message_count": state.message_count,
+            "last_seq": state.last_seq,
+            "tool_call_count": len(state.tool_calls),
             "version": last.stream_version,
-            "created_at": created_at,
+            "created_at": state.created_at,
             "updated_at": last.recorded_at,
-            "last_message_at": last_message_at,
+            "last_message_at": state.last_message_at,
         }
     )
-    rows.messages.extend(_message_row(stream_id, owner, seq, e) for seq, e in messages.values())
+    # Message rows come from the stored events, so JSON columns keep the payload exactly as stored.
+    added = {e.data["message_id"]: e for e in known if e.type == "MessageAdded"}
+    for m in sorted(state.messages.values(), key=lambda m: m.seq):
+        rows.messages.append(_message_row(stream_id, state.owner, m.seq, added[m.message_id]))
     rows.tool_calls.extend(
         {
             "conversation_id": stream_id,
-            "call_id": call_id,
-            "user_id": owner,
-            "assistant_message_id": assistant,
-            "answer_message_id": answer,
+            "call_id": ref.call_id,
+            "user_id": state.owner,
+            "assistant_message_id": ref.assistant_message_id,
+            "answer_message_id": ref.answer_message_id,
         }
-        for call_id, (assistant, answer) in calls.items()
+        for ref in state.tool_calls.values()
     )
     return rows
 
