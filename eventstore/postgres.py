@@ -27,14 +27,16 @@ and NOTIFYs, and COMMIT.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -69,6 +71,73 @@ _DRIVER_UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+
+_DIALECT = sa_asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """A statement compiled once to asyncpg's SQL (`$n` placeholders) with its parameter order."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+
+def driver_statement(stmt: sa.Executable) -> DriverStatement:
+    """Compile a Core or text statement for `driver_fetch`; call it once and keep the result. Only
+    for statements whose parameters need no SQLAlchemy bind processing (untyped text binds, plain
+    strings and numbers): the values go to asyncpg as given."""
+    compiled = stmt.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+    return DriverStatement(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+
+
+async def driver_fetch(
+    conn: AsyncConnection, stmt: DriverStatement, params: Mapping[str, Any]
+) -> list[asyncpg.Record]:
+    """Run `stmt` on the asyncpg connection under `conn`, inside `conn`'s transaction (started here
+    by SQLAlchemy's adapter, like its own first execute would; SQLAlchemy still commits or rolls
+    back). It skips SQLAlchemy's per-execute work (compiled cache lookup, parameter and result
+    processing, greenlet hop). Driver errors come out as the same `sqlalchemy.exc.DBAPIError`
+    subclasses (same `orig`, same `__cause__`) an `execute` would raise, and a lost connection is
+    invalidated the same way."""
+    sync = conn.sync_connection
+    if sync is not None and not sync.invalidated and not sync.closed:
+        fairy = sync.connection
+    else:
+        fairy = await conn.get_raw_connection()
+    adapted: Any = fairy.dbapi_connection
+    args = [params[n] if n in params else stmt.defaults[n] for n in stmt.names]
+    try:
+        if not adapted._started:
+            await adapted._start_transaction()
+        result: list[asyncpg.Record] = await adapted._connection.fetch(stmt.sql, *args)
+        return result
+    except Exception as error:
+        mapped, cause = await _as_sqlalchemy_error(conn, adapted, stmt.sql, error)
+        raise mapped from cause
+
+
+async def _as_sqlalchemy_error(
+    conn: AsyncConnection, adapted: Any, sql: str, error: Exception
+) -> tuple[BaseException, BaseException | None]:
+    """What SQLAlchemy's execute would raise for `error`, and its `__cause__`."""
+    try:
+        adapted._handle_exception(error)  # raises the adapter's DBAPI error (or `error` itself)
+    except Exception as translated:
+        dbapi = conn.dialect.loaded_dbapi
+        if not isinstance(translated, dbapi.Error):
+            return translated, translated.__cause__
+        lost = conn.dialect.is_disconnect(translated, adapted, None)
+        wrapped = sa_exc.DBAPIError.instance(
+            sql, None, translated, dbapi.Error, connection_invalidated=lost, dialect=conn.dialect
+        )
+        if lost:
+            with contextlib.suppress(Exception):
+                await conn.invalidate(translated)
+        return wrapped, translated
+    return error, error.__cause__
+
 
 _STREAM_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:stream_id AS text), 0))")
 
@@ -137,6 +206,9 @@ _WRITE = sa.text(
     """
 )
 
+_LOCK_AND_READ_SQL = driver_statement(_LOCK_AND_READ)
+_WRITE_SQL = driver_statement(_WRITE)
+
 
 async def _last_hash(conn: AsyncConnection, stream_id: str, version: int) -> str:
     # After waiting for the row lock, READ COMMITTED hands back the newest stream row but evaluates
@@ -163,12 +235,15 @@ class PostgresEventStore(SqlEventStore):
         # `FOR UPDATE` already assigns an xid, letting a later writer hold an older one. The advisory
         # lock takes no xid; every writer of this stream gets its xid inside it, in lock order.
         # The stream row usually exists: lock and read it in one round trip. A new stream is inserted.
-        row = (await conn.execute(_LOCK_AND_READ, {"stream_id": stream_id})).first()
-        if row is None:
-            await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
+        rows = await driver_fetch(conn, _LOCK_AND_READ_SQL, {"stream_id": stream_id})
+        if rows:
+            version, part, last_hash, xid = rows[0]
+            if not version:
+                return StreamHead(0, None, None, tx_id=xid)
+            return StreamHead(version, part, last_hash or await _last_hash(conn, stream_id, version), xid)
+        await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
         while True:
-            if row is None:
-                row = (await conn.execute(_LOCKED, {"stream_id": stream_id})).first()
+            row = (await conn.execute(_LOCKED, {"stream_id": stream_id})).first()
             if row is not None:
                 if not row.version:
                     return StreamHead(0, None, None, tx_id=row.xid)
@@ -182,7 +257,6 @@ class PostgresEventStore(SqlEventStore):
             created = (await conn.execute(_CREATE, params)).first()
             if created is not None:
                 return StreamHead(0, None, None, tx_id=created.xid)
-            row = None
 
     def _positions(self, head: StreamHead, count: int) -> Sequence[int]:
         assert head.tx_id is not None
@@ -193,8 +267,9 @@ class PostgresEventStore(SqlEventStore):
         self, conn: AsyncConnection, head: StreamHead, recorded: Sequence[RecordedEvent]
     ) -> None:
         last = recorded[-1]
-        await conn.execute(
-            _WRITE,
+        await driver_fetch(
+            conn,
+            _WRITE_SQL,
             {
                 "stream_id": last.stream_id,
                 "partition": last.partition,

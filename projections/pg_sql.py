@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chatledger.eventstore import RecordedEvent
+from chatledger.eventstore.postgres import DriverStatement, driver_statement
 
 from .schema import ReadTables
 
@@ -65,6 +66,12 @@ def message_added(t: ReadTables) -> sa.TextClause:
         SELECT last_seq FROM c
         """
     )
+
+
+@cache
+def message_added_driver(t: ReadTables) -> DriverStatement:
+    """`message_added` compiled once for `driver_fetch` (asyncpg directly, no per-call SQLAlchemy work)."""
+    return driver_statement(message_added(t))
 
 
 def message_added_params(

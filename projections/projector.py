@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatledger.domain import derive_title
 from chatledger.eventstore import RecordedEvent
+from chatledger.eventstore.postgres import driver_fetch
 
 from . import pg_sql
 from .schema import LIVE, ReadTables
@@ -73,7 +74,7 @@ class ConversationProjector:
         )
         if tx.dialect.name == "postgresql":
             params = pg_sql.message_added_params(stream_id, batch, derived)
-            await tx.execute(pg_sql.message_added(self.t), params)
+            await driver_fetch(tx, pg_sql.message_added_driver(self.t), params)
             return
         c = self.t.conversations
         n = len(batch)
