@@ -1,11 +1,13 @@
-"""Shared fixtures: a throwaway PostgreSQL database per session, SQLite files, schema creation."""
+"""Shared fixtures: a throwaway PostgreSQL database per session (and per test where needed), SQLite
+files, schema creation, a ledger on an empty database."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatledger import migrate
+from chatledger.service import ChatLedger
 
 # Importing hypothesis up front: when its pytest plugin first imports it at the end of a session,
 # CPython 3.11.7's compiler can fail with "AST constructor recursion depth mismatch" (fixed in 3.11.8).
@@ -67,3 +70,36 @@ def sqlite_url(tmp_path: Path) -> str:
 def create_schema_fixture() -> CreateSchema:
     """`await create_schema(url_or_engine)` migrates the database to head."""
     return create_schema
+
+
+@pytest.fixture
+async def fresh_pg_url(pg_url: str) -> AsyncIterator[str]:
+    """An empty database of its own on the test server, dropped WITH (FORCE) afterwards: for tests
+    that replay or tamper with the whole log, where the shared session database will not do."""
+    name = f"chatledger_t_{secrets.token_hex(6)}"
+    await _admin(pg_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database per test, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    url: str = request.getfixturevalue("fresh_pg_url")
+    return url
+
+
+@pytest.fixture
+async def ledger(db_url: str) -> AsyncIterator[ChatLedger]:
+    """A ledger on an empty database (tests/service overrides it with one on the shared database)."""
+    async with ChatLedger.open(db_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
