@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only SCENARIO ...]`: run, print one table, write bench/results/latest.json.
+"""`python -m bench [--quick] [--only SCENARIO ...] [--rebuild-events N] [--growth-max N]`: run, print
+one table, write bench/results/latest.json.
 
 The last line printed is `append_ratio_vs_raw=<x> read_last50_p99_ratio_vs_raw=<y>` (medians).
 """
@@ -21,12 +22,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import append, reads
+from . import append, reads, rebuild
 from .env import BenchEnv, bench_env
 from .stats import Report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-ALL = ("append", "hot", "batch", "reads", "peers", "http")
+ALL = ("append", "hot", "batch", "reads", "peers", "rebuild", "growth", "http")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Plan:
     samples: int
     recent: bool
     scenarios: tuple[str, ...]
+    rebuild_events: int = 1_000_000
+    rebuild_reps: int = 3
+    growth_sizes: tuple[int, ...] = (100_000, 1_000_000, 10_000_000)
+    growth_reps: int = 3
+    growth_samples: int = 200
 
 
 QUICK = Plan((8,), 5, 2.0, [10_000], 3, 300, False, ("append", "reads"))
@@ -57,6 +63,10 @@ async def run(plan: Plan, report: Report) -> None:
                 e, report, lengths=plan.lengths, reps=plan.read_reps, samples=plan.samples, recent=plan.recent
             ),
             "peers": lambda e: _peers(e, plan, report),
+            "rebuild": lambda e: rebuild.rebuild_scenario(
+                e, report, events=plan.rebuild_events, reps=plan.rebuild_reps
+            ),
+            "growth": lambda e: _growth(e, plan, report),
             "http": lambda e: _http(e, plan, report),
         }
         for name in plan.scenarios:
@@ -81,6 +91,15 @@ async def _peers(env: BenchEnv, plan: Plan, report: Report) -> None:
     await peers.peer_scenario(env, report, reps=plan.reps, seconds=plan.seconds)
 
 
+async def _growth(env: BenchEnv, plan: Plan, report: Report) -> None:
+    from . import growth
+
+    await growth.growth_scenario(
+        env, report, sizes=plan.growth_sizes, reps=plan.growth_reps, samples=plan.growth_samples
+    )
+    growth.growth_ratios(report, plan.growth_sizes)
+
+
 async def _http(env: BenchEnv, plan: Plan, report: Report) -> None:
     from . import http
 
@@ -92,7 +111,11 @@ def render(report: Report) -> Table:
     for column in ("scenario", "figure", "median", "min", "max", "n", "target"):
         table.add_column(column, justify="left" if column in ("scenario", "figure", "target") else "right")
     for fig in report.figures.values():
-        fmt = "{:,.0f}" if fig.unit in ("msg/s", "req/s") else ("{:.2f}" if fig.unit == "x" else "{:.3f}")
+        fmt = (
+            "{:,.0f}"
+            if fig.unit in ("msg/s", "req/s", "events/s")
+            else ("{:.2f}" if fig.unit == "x" else "{:.3f}")
+        )
         row = [fmt.format(v) for v in (fig.median, min(fig.values), max(fig.values))]
         table.add_row(fig.scenario, f"{fig.name} ({fig.unit})", *row, str(len(fig.values)), fig.target)
     return table
@@ -106,7 +129,12 @@ def write_json(report: Report, plan: Plan, path: Path = RESULTS) -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
-        "plan": plan.__dict__ | {"writers": list(plan.writers), "scenarios": list(plan.scenarios)},
+        "plan": plan.__dict__
+        | {
+            "writers": list(plan.writers),
+            "scenarios": list(plan.scenarios),
+            "growth_sizes": list(plan.growth_sizes),
+        },
         "figures": [f.as_json() for f in report.figures.values()],
         "notes": report.notes,
     }
@@ -133,10 +161,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="append at 8 writers and reads at 10 000 only")
     parser.add_argument("--only", nargs="+", choices=ALL, help="run only these scenarios")
+    parser.add_argument("--rebuild-events", type=int, help="size of the log scenario 6 rebuilds (1 000 000)")
+    parser.add_argument("--rebuild-reps", type=int, help="repetitions of scenario 6 (3)")
+    parser.add_argument(
+        "--growth-max", type=int, help="scenario 7 stops at this log size (10 000 000; the cap is a size too)"
+    )
+    parser.add_argument("--growth-reps", type=int, help="repetitions per size in scenario 7 (3)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    changes: dict[str, Any] = {}
     if args.only:
-        plan = Plan(**(plan.__dict__ | {"scenarios": tuple(args.only)}))
+        changes["scenarios"] = tuple(args.only)
+    if args.rebuild_events:
+        changes["rebuild_events"] = args.rebuild_events
+    if args.rebuild_reps:
+        changes["rebuild_reps"] = args.rebuild_reps
+    if args.growth_max:
+        sizes = (*(s for s in plan.growth_sizes if s < args.growth_max), args.growth_max)
+        changes["growth_sizes"] = sizes
+    if args.growth_reps:
+        changes["growth_reps"] = args.growth_reps
+    if changes:
+        plan = Plan(**(plan.__dict__ | changes))
     report = Report()
     asyncio.run(run(plan, report))
     write_json(report, plan)

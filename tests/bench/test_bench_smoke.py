@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is a repository package, not part of the installed distribution
     sys.path.insert(0, str(ROOT))
 
-from bench import append, reads  # noqa: E402
+from bench import append, growth, reads, rebuild  # noqa: E402
 from bench.__main__ import QUICK, render, summary, write_json  # noqa: E402
 from bench.env import base_url, bench_env, dsn_of  # noqa: E402
 from bench.stats import Report, percentile  # noqa: E402
@@ -54,3 +54,35 @@ async def test_one_tiny_iteration(tmp_path: Path) -> None:
     assert (tmp_path / "latest.json").stat().st_size > 0
     assert render(report).row_count == len(report.figures)
     assert summary(report).startswith("append_ratio_vs_raw=nan read_last50_p99_ratio_vs_raw=")
+
+
+async def test_rebuild_and_growth_tiny_iterations(tmp_path: Path) -> None:
+    await _reachable()
+    report = Report()
+    async with bench_env() as env:
+        await rebuild.rebuild_scenario(env, report, events=1000, reps=1, batch=200)
+        plot = tmp_path / "growth.png"
+        sizes = (300, 600)
+        await growth.growth_scenario(
+            env,
+            report,
+            sizes=sizes,
+            reps=1,
+            samples=5,
+            plot=plot,
+            partial=tmp_path / "growth.json",
+            per_conversation=50,
+        )
+        growth.growth_ratios(report, sizes)
+    ratio = report.get("6 rebuild @ 1,000 events", "ratio chatledger/raw")
+    assert ratio is not None and ratio.median > 0
+    rss = report.get("6 rebuild @ 1,000 events", "chatledger peak RSS")
+    assert rss is not None and rss.median > 0
+    assert "6: seeded conversation verify ok=True" in report.notes
+    assert "6: after rebuild, last seq of a seeded conversation = 999" in report.notes
+    for size in sizes:
+        assert report.get(growth.scenario_name(size), "append p99") is not None
+        assert report.get(growth.scenario_name(size), "last 50 p50") is not None
+    assert report.get("7 growth 600 / 300", "ratio last 50 p99") is not None
+    assert plot.stat().st_size > 0
+    assert (tmp_path / "growth.json").stat().st_size > 0
