@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from .seed import EVENT_COLUMNS
+
 SETUP = """
 CREATE TABLE raw_streams (LIKE streams INCLUDING ALL);
 ALTER TABLE raw_streams ADD COLUMN prev_hash text NOT NULL DEFAULT '', ADD COLUMN last_hash text NOT NULL
@@ -141,21 +143,7 @@ async def batch_copy(conn: asyncpg.Connection, stream_id: str, user_id: str, con
     await conn.copy_records_to_table(
         "raw_events",
         records=rows,
-        columns=[
-            "global_position",
-            "event_id",
-            "stream_id",
-            "stream_version",
-            "partition",
-            "type",
-            "schema_version",
-            "data",
-            "metadata",
-            "recorded_at",
-            "prev_hash",
-            "hash",
-            "tx_id",
-        ],
+        columns=EVENT_COLUMNS,
     )
     await conn.copy_records_to_table(
         "raw_messages",

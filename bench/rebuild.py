@@ -32,7 +32,7 @@ from chatledger.projections.rebuild import rebuild
 
 from .append import ledger
 from .env import BenchEnv
-from .seed import EVENT_COLUMNS, MESSAGE_COLUMNS, _event_row
+from .seed import CONVERSATION_COLUMNS, EVENT_COLUMNS, MESSAGE_COLUMNS, _event_row
 from .stats import Report
 
 USER_PREFIX = "log-user"
@@ -41,19 +41,7 @@ PER_TX = 50_000
 USER_TEXT = "Please explain the next step of the plan in detail, with the reasoning behind it. " * 2
 ASSISTANT_TEXT = "Here is the next step: first check the inputs, then run the job, then compare. " * 2
 
-CONVERSATION_ROW = [
-    "id",
-    "user_id",
-    "title",
-    "title_explicit",
-    "metadata",
-    "message_count",
-    "last_seq",
-    "version",
-    "created_at",
-    "updated_at",
-    "last_message_at",
-]
+CONVERSATION_ROW = [*CONVERSATION_COLUMNS, "last_message_at"]
 
 
 @dataclass
