@@ -95,7 +95,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def ledger(db_url: str) -> AsyncIterator[ChatLedger]:
-    """A ledger on an empty database (tests/service overrides it with one on the shared database)."""
+    """A ledger on an empty database of its own."""
     async with ChatLedger.open(db_url) as opened:
         yield opened
 

@@ -13,8 +13,8 @@ from chatledger.settings import Settings
 
 
 @pytest.fixture
-async def small_pool_ledger(ledger_url: str) -> AsyncIterator[ChatLedger]:
-    settings = Settings(database_url=ledger_url, pool_size=2, max_overflow=0, pool_timeout=10)
+async def small_pool_ledger(db_url: str) -> AsyncIterator[ChatLedger]:
+    settings = Settings(database_url=db_url, pool_size=2, max_overflow=0, pool_timeout=10)
     async with ChatLedger.open(settings=settings) as opened:
         yield opened
 

@@ -48,12 +48,12 @@ async def _diff(url: str) -> list[Any]:
         await engine.dispose()
 
 
-async def test_upgrade_downgrade_upgrade(ledger_url: str) -> None:
-    await migrate.upgrade(ledger_url)
-    assert await _tables(ledger_url) >= TABLES
-    assert await _diff(ledger_url) == []
-    await migrate.downgrade(ledger_url, "base")
-    assert await _tables(ledger_url) & TABLES == set()
-    assert await migrate.current_revision(ledger_url) is None
-    await migrate.upgrade(ledger_url)
-    assert await _tables(ledger_url) >= TABLES
+async def test_upgrade_downgrade_upgrade(db_url: str) -> None:
+    await migrate.upgrade(db_url)
+    assert await _tables(db_url) >= TABLES
+    assert await _diff(db_url) == []
+    await migrate.downgrade(db_url, "base")
+    assert await _tables(db_url) & TABLES == set()
+    assert await migrate.current_revision(db_url) is None
+    await migrate.upgrade(db_url)
+    assert await _tables(db_url) >= TABLES
