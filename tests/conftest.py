@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import hypothesis  # noqa: F401  # see below
 import pytest
+import sniffio  # noqa: F401  # see below
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +22,9 @@ from chatledger.service import ChatLedger
 
 # Importing hypothesis up front: when its pytest plugin first imports it at the end of a session,
 # CPython 3.11.7's compiler can fail with "AST constructor recursion depth mismatch" (fixed in 3.11.8).
+# sniffio (a dev dependency) up front: httpcore imports it inside every async request, and an import
+# that really runs, interrupted by a finalizer that imports too, trips CPython 3.11's module-lock
+# bookkeeping (a KeyError in importlib._bootstrap, seen once under 20 concurrent requests).
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
