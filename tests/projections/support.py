@@ -19,14 +19,18 @@ Step = tuple[str, Any]
 
 
 @st.composite
-def steps(draw: st.DrawFn, max_steps: int = 10) -> list[Step]:
+def steps(draw: st.DrawFn, max_steps: int = 10, deletes: bool = True) -> list[Step]:
     """Commands of every kind, some of which the domain will refuse (those write nothing)."""
+    kinds = ["message", "tools", "answer", "remove", "update", "clear"] + (["delete"] if deletes else [])
     out: list[Step] = []
     for i in range(draw(st.integers(1, max_steps))):
-        kind = draw(st.sampled_from(["message", "tools", "answer", "remove", "update", "clear", "delete"]))
+        kind = draw(st.sampled_from(kinds))
         if kind == "message":
             role = draw(st.sampled_from(["user", "system", "assistant"]))
-            out.append(("add", [{"role": role, "content": draw(TEXT), "metadata": {"i": i}}]))
+            message: dict[str, Any] = {"role": role, "content": draw(TEXT), "metadata": {"i": i}}
+            if draw(st.booleans()):
+                message["token_count"] = draw(st.integers(0, 50))
+            out.append(("add", [message]))
         elif kind == "tools":
             n = draw(st.integers(1, 3))
             calls = [
