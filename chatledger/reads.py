@@ -51,10 +51,10 @@ class LedgerReads:
 
     async def _current(self, cid: str, user_id: str) -> ConversationView:
         async with self.sql.connect() as conn:
-            row = await q.get_conversation(conn, cid)
-        if row is None or row.user_id != user_id:
+            view = await q.owned_conversation(conn, cid, user_id)
+        if view is None:
             raise ConversationNotFound(cid)
-        return q.conversation_view(row)
+        return view
 
     async def get_conversation(
         self,
@@ -126,15 +126,13 @@ class LedgerReads:
                 data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=state.version
             )
         async with self.sql.connect() as conn:
-            found = await q.owned_message_page(
+            found = await q.owned_message_views(
                 conn, cid, user_id, limit=limit, before=before, after=after, order=order
             )
         if found is None:
             raise ConversationNotFound(cid)
-        version, page, more = found
-        return MessagePage(
-            data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=version
-        )
+        version, views, more = found
+        return MessagePage.model_construct(data=views, has_more=more, order=order, version=version)
 
     async def get_context(
         self,

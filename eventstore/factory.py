@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,15 @@ from .sqlite import SqliteEventStore, configure_sqlite_engine
 from .upcasting import UpcasterRegistry
 
 MEMORY_URL = "memory://"
+
+
+def _loads(text: str) -> Any:
+    # Most JSON cells read back are an empty metadata object or a JSON null: skip the decoder for them.
+    if text == "{}":
+        return {}
+    if text == "null":
+        return None
+    return json.loads(text)
 
 
 def create_engine_for(
@@ -35,11 +45,20 @@ def create_engine_for(
         database = parsed.database or ""
         if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
             engine = create_async_engine(
-                url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False}
+                url,
+                echo=echo,
+                json_deserializer=_loads,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
             )
         else:
             engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
+                url,
+                echo=echo,
+                json_deserializer=_loads,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
             )
         configure_sqlite_engine(engine)
         return engine
@@ -47,6 +66,7 @@ def create_engine_for(
         return create_async_engine(
             url,
             echo=echo,
+            json_deserializer=_loads,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -38,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .errors import EventStoreError, StoreUnavailable
 from .model import RecordedEvent
@@ -228,6 +229,19 @@ class PostgresEventStore(SqlEventStore):
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        # Autocommit: a read is then one round trip instead of three (BEGIN, the query, and the
+        # ROLLBACK of the pool's reset). It loses nothing: under READ COMMITTED every statement takes
+        # its own snapshot even inside a transaction, so a multi-statement read was never one snapshot.
+        async with self._autocommit.connect() as conn:
+            yield conn
+
+    @functools.cached_property
+    def _autocommit(self) -> AsyncEngine:
+        # Same pool; the isolation level is set on checkout and reset on return (no round trip).
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _lock_stream(self, conn: AsyncConnection, stream_id: str, partition: str) -> StreamHead:
         # Positions must follow version order inside a stream, so the transaction id (our position

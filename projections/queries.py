@@ -6,16 +6,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatledger.domain import ConversationState, Message, ToolCall, ToolCallRef, window_from_suffix
 from chatledger.eventstore import StreamInfo
+from chatledger.eventstore.postgres import DriverStatement, driver_fetch, driver_statement
 
 from .schema import LIVE, ReadTables
 from .views import ConversationView, MessageView
@@ -32,54 +34,104 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def conversation_view(row: Any) -> ConversationView:
-    return ConversationView(
-        id=row.id,
-        user_id=row.user_id,
-        title=row.title,
-        metadata=row.metadata or {},
-        message_count=row.message_count,
-        version=row.version,
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
-        last_message_at=utc(row.last_message_at) if row.last_message_at else None,
-        tool_call_count=row.tool_call_count,
-    )
+# Reads run on PostgreSQL through asyncpg directly (`driver_fetch`, each statement compiled once),
+# elsewhere through SQLAlchemy; either way a row is a mapping keyed by the view's field names, and
+# views are validated a page at a time (one call into pydantic's core, cheaper than building each
+# model from Python).
+Row = Mapping[Any, Any]
+_MESSAGE_VIEWS: TypeAdapter[list[MessageView]] = TypeAdapter(list[MessageView])
+_CONVERSATION_VIEWS: TypeAdapter[list[ConversationView]] = TypeAdapter(list[ConversationView])
 
 
-def domain_message(row: Any) -> Message:
+def message_columns(m: sa.Table) -> list[sa.ColumnElement[Any]]:
+    """The messages table's columns under `MessageView`'s field names."""
+    return [
+        m.c.message_id.label("id"),
+        m.c.conversation_id,
+        m.c.seq,
+        m.c.role,
+        m.c.content,
+        m.c.name,
+        m.c.tool_calls,
+        m.c.tool_call_id,
+        m.c.token_count,
+        m.c.metadata,
+        m.c.raw,
+        m.c.created_at,
+    ]
+
+
+Prepared = tuple[sa.Select[Any], DriverStatement]
+"""A statement with its `driver_statement` compilation (built once, in a cached function)."""
+
+
+def prepared(stmt: sa.Select[Any]) -> Prepared:
+    return stmt, driver_statement(stmt)
+
+
+async def fetch(conn: AsyncConnection, statement: Prepared, params: Mapping[str, Any]) -> Sequence[Row]:
+    stmt, driver = statement
+    if conn.dialect.name == "postgresql":
+        return await driver_fetch(conn, driver, params)
+    return (await conn.execute(stmt, params)).mappings().all()
+
+
+def _fields(row: Row) -> dict[str, Any]:
+    fields = dict(row)
+    fields["created_at"] = utc(fields["created_at"])
+    return fields
+
+
+def message_views(rows: Sequence[Row]) -> list[MessageView]:
+    return _MESSAGE_VIEWS.validate_python([_fields(r) for r in rows])
+
+
+def conversation_views(rows: Sequence[Row]) -> list[ConversationView]:
+    def fields(row: Row) -> dict[str, Any]:
+        out = _fields(row)
+        out["updated_at"] = utc(out["updated_at"])
+        if out["last_message_at"] is not None:
+            out["last_message_at"] = utc(out["last_message_at"])
+        return out
+
+    return _CONVERSATION_VIEWS.validate_python([fields(r) for r in rows])
+
+
+def domain_message(row: Row) -> Message:
     return Message(
-        message_id=row.message_id,
-        seq=row.seq,
-        role=row.role,
-        content=row.content,
-        name=row.name,
-        tool_calls=tuple(ToolCall.model_validate(c) for c in row.tool_calls) if row.tool_calls else None,
-        tool_call_id=row.tool_call_id,
-        token_count=row.token_count,
-        metadata=row.metadata or {},
-        raw=row.raw,
-        created_at=utc(row.created_at),
+        message_id=row["id"],
+        seq=row["seq"],
+        role=row["role"],
+        content=row["content"],
+        name=row["name"],
+        tool_calls=tuple(ToolCall.model_validate(c) for c in row["tool_calls"])
+        if row["tool_calls"]
+        else None,
+        tool_call_id=row["tool_call_id"],
+        token_count=row["token_count"],
+        metadata=row["metadata"] or {},
+        raw=row["raw"],
+        created_at=utc(row["created_at"]),
     )
 
 
 def message_view(conversation_id: str, m: Message) -> MessageView:
-    # Every field comes from a Message built from validated input or a stored row: validating the
-    # view again would cost a second pydantic pass per row.
     assert m.created_at is not None
-    return MessageView.model_construct(
-        id=m.message_id,
-        conversation_id=conversation_id,
-        seq=m.seq,
-        role=m.role,
-        content=m.content,
-        name=m.name,
-        tool_calls=list(m.tool_calls) if m.tool_calls is not None else None,
-        tool_call_id=m.tool_call_id,
-        token_count=m.token_count,
-        metadata=dict(m.metadata),
-        raw=m.raw,
-        created_at=m.created_at,
+    return MessageView.model_validate(
+        {
+            "id": m.message_id,
+            "conversation_id": conversation_id,
+            "seq": m.seq,
+            "role": m.role,
+            "content": m.content,
+            "name": m.name,
+            "tool_calls": list(m.tool_calls) if m.tool_calls is not None else None,
+            "tool_call_id": m.tool_call_id,
+            "token_count": m.token_count,
+            "metadata": dict(m.metadata),
+            "raw": m.raw,
+            "created_at": m.created_at,
+        }
     )
 
 
@@ -91,6 +143,20 @@ def _conversation_by_id(t: ReadTables) -> sa.Select[Any]:
 
 async def get_conversation(conn: AsyncConnection, conversation_id: str, t: ReadTables = LIVE) -> Any:
     return (await conn.execute(_conversation_by_id(t), {"cid": conversation_id})).one_or_none()
+
+
+@cache
+def _owned_conversation(t: ReadTables) -> Prepared:
+    c = t.conversations
+    stmt = sa.select(c).where(c.c.id == sa.bindparam("cid"), c.c.user_id == sa.bindparam("uid"))
+    return prepared(stmt)
+
+
+async def owned_conversation(
+    conn: AsyncConnection, conversation_id: str, user_id: str, t: ReadTables = LIVE
+) -> ConversationView | None:
+    rows = await fetch(conn, _owned_conversation(t), {"cid": conversation_id, "uid": user_id})
+    return conversation_views(rows)[0] if rows else None
 
 
 def encode_cursor(view: ConversationView) -> str:
@@ -106,54 +172,34 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor("cursor is not one this service issued") from exc
 
 
+@cache
+def _recent(t: ReadTables, after: bool) -> Prepared:
+    c = t.conversations
+    stmt = sa.select(c).where(c.c.user_id == sa.bindparam("uid"))
+    if after:
+        stmt = stmt.where(
+            sa.tuple_(c.c.updated_at, c.c.id)
+            < sa.tuple_(sa.bindparam("stamp", type_=c.c.updated_at.type), sa.bindparam("conv_id"))
+        )
+    stmt = stmt.order_by(c.c.updated_at.desc(), c.c.id.desc()).limit(sa.bindparam("limit"))
+    return prepared(stmt)
+
+
 async def list_conversations(
     conn: AsyncConnection, user_id: str, limit: int, after: str | None, t: ReadTables = LIVE
 ) -> tuple[list[ConversationView], bool]:
     """Most recent activity first, keyset-paginated on (updated_at, id): no OFFSET scans."""
-    c = t.conversations
-    stmt = sa.select(c).where(c.c.user_id == user_id)
+    params: dict[str, Any] = {"uid": user_id, "limit": limit + 1}
     if after is not None:
-        stamp, conv_id = decode_cursor(after)
-        stmt = stmt.where(
-            sa.tuple_(c.c.updated_at, c.c.id)
-            < sa.tuple_(sa.literal(stamp, c.c.updated_at.type), sa.literal(conv_id))
-        )
-    stmt = stmt.order_by(c.c.updated_at.desc(), c.c.id.desc()).limit(limit + 1)
-    rows = (await conn.execute(stmt)).all()
-    return [conversation_view(r) for r in rows[:limit]], len(rows) > limit
-
-
-async def message_page(
-    conn: AsyncConnection,
-    conversation_id: str,
-    *,
-    limit: int,
-    before: int | None = None,
-    after: int | None = None,
-    order: Order = "asc",
-    t: ReadTables = LIVE,
-) -> tuple[list[Message], bool]:
-    """DESIGN section 9 "Message pages": the `limit` messages nearest the cursor (or the end the order
-    starts from), returned in `order`, with `has_more` for the direction of travel."""
-    m = t.messages
-    stmt = sa.select(m).where(m.c.conversation_id == conversation_id)
-    if after is not None:
-        stmt = stmt.where(m.c.seq > after)
-    if before is not None:
-        stmt = stmt.where(m.c.seq < before)
-    ascending = after is not None or (before is None and order == "asc")
-    stmt = stmt.order_by(m.c.seq.asc() if ascending else m.c.seq.desc()).limit(limit + 1)
-    rows = (await conn.execute(stmt)).all()
-    page = [domain_message(r) for r in rows[:limit]]
-    if ascending != (order == "asc"):
-        page.reverse()
-    return page, len(rows) > limit
+        params["stamp"], params["conv_id"] = decode_cursor(after)
+    rows = await fetch(conn, _recent(t, after is not None), params)
+    return conversation_views(rows[:limit]), len(rows) > limit
 
 
 @cache
-def _owned_page(t: ReadTables, after: bool, before: bool, ascending: bool) -> sa.Select[Any]:
+def _owned_page(t: ReadTables, after: bool, before: bool, ascending: bool) -> Prepared:
     c, m = t.conversations, t.messages
-    page = sa.select(m).where(m.c.conversation_id == sa.bindparam("cid"))
+    page = sa.select(*message_columns(m)).where(m.c.conversation_id == sa.bindparam("cid"))
     if after:
         page = page.where(m.c.seq > sa.bindparam("after"))
     if before:
@@ -161,15 +207,16 @@ def _owned_page(t: ReadTables, after: bool, before: bool, ascending: bool) -> sa
     seq = m.c.seq.asc() if ascending else m.c.seq.desc()
     sub = page.order_by(seq).limit(sa.bindparam("limit")).subquery()
     # The owner's conversation row left-joined to the page: no row at all means "not found".
-    return (
+    stmt = (
         sa.select(c.c.version.label("conversation_version"), sub)
         .select_from(c.outerjoin(sub, sa.true()))
         .where(c.c.id == sa.bindparam("cid"), c.c.user_id == sa.bindparam("uid"))
         .order_by(sub.c.seq.asc() if ascending else sub.c.seq.desc())
     )
+    return prepared(stmt)
 
 
-async def owned_message_page(
+async def owned_rows(
     conn: AsyncConnection,
     conversation_id: str,
     user_id: str,
@@ -179,21 +226,43 @@ async def owned_message_page(
     after: int | None = None,
     order: Order = "asc",
     t: ReadTables = LIVE,
-) -> tuple[int, list[Message], bool] | None:
-    """`message_page` and the ownership check in one round trip: (conversation version, page,
-    has_more), or None when `user_id` has no such conversation."""
+) -> tuple[int, list[Row], bool] | None:
+    """DESIGN section 9 "Message pages", with the ownership check in the same round trip: the `limit`
+    messages nearest the cursor (or the end the order starts from) in `order`, as (conversation
+    version, rows, has_more for the direction of travel), or None when `user_id` has no such
+    conversation."""
     ascending = after is not None or (before is None and order == "asc")
-    stmt = _owned_page(t, after is not None, before is not None, ascending)
     params = {"cid": conversation_id, "uid": user_id, "limit": limit + 1, "after": after, "before": before}
-    rows = (await conn.execute(stmt, params)).all()
+    rows = await fetch(conn, _owned_page(t, after is not None, before is not None, ascending), params)
     if not rows:
         return None
-    version = rows[0].conversation_version
-    rows = [r for r in rows if r.seq is not None]
-    page = [domain_message(r) for r in rows[:limit]]
+    version = rows[0]["conversation_version"]
+    found = [r for r in rows if r["seq"] is not None]
+    page = found[:limit]
     if ascending != (order == "asc"):
         page.reverse()
-    return version, page, len(rows) > limit
+    return version, page, len(found) > limit
+
+
+async def owned_message_views(
+    conn: AsyncConnection,
+    conversation_id: str,
+    user_id: str,
+    *,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+    order: Order = "asc",
+    t: ReadTables = LIVE,
+) -> tuple[int, list[MessageView], bool] | None:
+    """`owned_rows` as views."""
+    found = await owned_rows(
+        conn, conversation_id, user_id, limit=limit, before=before, after=after, order=order, t=t
+    )
+    if found is None:
+        return None
+    version, rows, more = found
+    return version, message_views(rows), more
 
 
 async def messages_by_id(
@@ -203,14 +272,26 @@ async def messages_by_id(
         return []
     m = t.messages
     stmt = (
-        sa.select(m)
+        sa.select(*message_columns(m))
         .where(m.c.conversation_id == conversation_id, m.c.message_id.in_(list(message_ids)))
         .order_by(m.c.seq)
     )
-    return [domain_message(r) for r in (await conn.execute(stmt)).all()]
+    return [domain_message(r) for r in (await conn.execute(stmt)).mappings().all()]
 
 
 PINNED_CHUNK = 32
+
+
+@cache
+def _tail(t: ReadTables, ascending: bool) -> Prepared:
+    m = t.messages
+    stmt = (
+        sa.select(*message_columns(m))
+        .where(m.c.conversation_id == sa.bindparam("cid"), m.c.seq > sa.bindparam("floor"))
+        .order_by(m.c.seq.asc() if ascending else m.c.seq.desc())
+        .limit(sa.bindparam("limit"))
+    )
+    return prepared(stmt)
 
 
 async def context_messages(
@@ -225,15 +306,11 @@ async def context_messages(
     """The context window and how many pinned messages lead it, reading only the pinned run and as
     much of the tail as the limits need. `head`: the first `PINNED_CHUNK` messages and whether more
     exist, when the caller has already read them."""
-    m = t.messages
-    base = sa.select(m).where(m.c.conversation_id == conversation_id)
     pinned: list[Message] = []
     while True:
         if head is None:
-            after = pinned[-1].seq if pinned else 0
-            rows = (
-                await conn.execute(base.where(m.c.seq > after).order_by(m.c.seq).limit(PINNED_CHUNK))
-            ).all()
+            params = {"cid": conversation_id, "floor": pinned[-1].seq if pinned else 0, "limit": PINNED_CHUNK}
+            rows = await fetch(conn, _tail(t, True), params)
             head = [domain_message(r) for r in rows], len(rows) == PINNED_CHUNK
         lead, more = head
         run = next((i for i, msg in enumerate(lead) if msg.role != "system"), len(lead))
@@ -252,8 +329,8 @@ async def context_messages(
     # Most windows are decided by max_messages + a few rows; window_from_suffix says when they are not.
     chunk = (max_messages or 64) + 16
     while True:
-        stmt = base.where(m.c.seq > floor).order_by(m.c.seq.desc()).limit(chunk + 1)
-        rows = (await conn.execute(stmt)).all()
+        params = {"cid": conversation_id, "floor": floor, "limit": chunk + 1}
+        rows = await fetch(conn, _tail(t, False), params)
         complete = len(rows) <= chunk
         suffix = [domain_message(r) for r in reversed(rows[:chunk])]
         window = window_from_suffix(
@@ -275,12 +352,17 @@ async def owned_context_messages(
 ) -> tuple[int, list[Message], int] | None:
     """`context_messages` with the ownership check folded into its first read: (conversation version,
     window, pinned count), or None when `user_id` has no such conversation."""
-    first = await owned_message_page(conn, conversation_id, user_id, limit=PINNED_CHUNK, t=t)
+    first = await owned_rows(conn, conversation_id, user_id, limit=PINNED_CHUNK, t=t)
     if first is None:
         return None
     version, lead, more = first
     window, pinned = await context_messages(
-        conn, conversation_id, max_messages=max_messages, max_tokens=max_tokens, t=t, head=(lead, more)
+        conn,
+        conversation_id,
+        max_messages=max_messages,
+        max_tokens=max_tokens,
+        t=t,
+        head=([domain_message(r) for r in lead], more),
     )
     return version, window, pinned
 
@@ -307,8 +389,8 @@ async def load_state(
         )
     m, tc = t.messages, t.tool_calls
     if all_messages:
-        stmt = sa.select(m).where(m.c.conversation_id == conversation_id).order_by(m.c.seq)
-        messages = [domain_message(r) for r in (await conn.execute(stmt)).all()]
+        stmt = sa.select(*message_columns(m)).where(m.c.conversation_id == conversation_id).order_by(m.c.seq)
+        messages = [domain_message(r) for r in (await conn.execute(stmt)).mappings().all()]
     else:
         messages = await messages_by_id(conn, conversation_id, message_ids, t)
     calls: dict[str, ToolCallRef] = {}
