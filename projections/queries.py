@@ -280,6 +280,8 @@ async def messages_by_id(
 
 
 PINNED_CHUNK = 32
+HEAD = 8
+"""Leading messages the context window's first statement reads, enough for the usual pinned prompt."""
 
 
 @cache
@@ -294,51 +296,32 @@ def _tail(t: ReadTables, ascending: bool) -> Prepared:
     return prepared(stmt)
 
 
-async def context_messages(
-    conn: AsyncConnection,
-    conversation_id: str,
-    *,
-    max_messages: int | None,
-    max_tokens: int | None,
-    t: ReadTables = LIVE,
-    head: tuple[list[Message], bool] | None = None,
-) -> tuple[list[Message], int]:
-    """The context window and how many pinned messages lead it, reading only the pinned run and as
-    much of the tail as the limits need. `head`: the first `PINNED_CHUNK` messages and whether more
-    exist, when the caller has already read them."""
-    pinned: list[Message] = []
-    while True:
-        if head is None:
-            params = {"cid": conversation_id, "floor": pinned[-1].seq if pinned else 0, "limit": PINNED_CHUNK}
-            rows = await fetch(conn, _tail(t, True), params)
-            head = [domain_message(r) for r in rows], len(rows) == PINNED_CHUNK
-        lead, more = head
-        run = next((i for i, msg in enumerate(lead) if msg.role != "system"), len(lead))
-        pinned.extend(lead[:run])
-        if not more:
-            # The whole history is in hand: no tail query.
-            window = window_from_suffix(
-                pinned, lead[run:], complete=True, max_messages=max_messages, max_tokens=max_tokens
-            )
-            assert window is not None
-            return window, len(pinned)
-        if run < len(lead):
-            break
-        head = None
-    floor = pinned[-1].seq if pinned else 0
-    # Most windows are decided by max_messages + a few rows; window_from_suffix says when they are not.
-    chunk = (max_messages or 64) + 16
-    while True:
-        params = {"cid": conversation_id, "floor": floor, "limit": chunk + 1}
-        rows = await fetch(conn, _tail(t, False), params)
-        complete = len(rows) <= chunk
-        suffix = [domain_message(r) for r in reversed(rows[:chunk])]
-        window = window_from_suffix(
-            pinned, suffix, complete=complete, max_messages=max_messages, max_tokens=max_tokens
+@cache
+def _owned_context(t: ReadTables) -> Prepared:
+    """The owner's conversation row left-joined to the first `head` and the last `tail` messages."""
+    c, m = t.conversations, t.messages
+
+    def end(part: int, order: sa.UnaryExpression[Any], limit: str) -> sa.Select[Any]:
+        rows = (
+            sa.select(*message_columns(m), sa.literal_column(str(part)).label("part"))
+            .where(m.c.conversation_id == sa.bindparam("cid"))
+            .order_by(order)
+            .limit(sa.bindparam(limit))
+            .subquery()
         )
-        if window is not None:
-            return window, len(pinned)
-        chunk *= 4
+        return sa.select(rows)
+
+    both = sa.union_all(end(0, m.c.seq.asc(), "head"), end(1, m.c.seq.desc(), "tail")).subquery()
+    stmt = (
+        sa.select(c.c.version.label("conversation_version"), both)
+        .select_from(c.outerjoin(both, sa.true()))
+        .where(c.c.id == sa.bindparam("cid"), c.c.user_id == sa.bindparam("uid"))
+    )
+    return prepared(stmt)
+
+
+def _leading_system(messages: Sequence[Message]) -> int:
+    return next((i for i, msg in enumerate(messages) if msg.role != "system"), len(messages))
 
 
 async def owned_context_messages(
@@ -350,21 +333,94 @@ async def owned_context_messages(
     max_tokens: int | None,
     t: ReadTables = LIVE,
 ) -> tuple[int, list[Message], int] | None:
-    """`context_messages` with the ownership check folded into its first read: (conversation version,
-    window, pinned count), or None when `user_id` has no such conversation."""
-    first = await owned_rows(conn, conversation_id, user_id, limit=PINNED_CHUNK, t=t)
-    if first is None:
+    """The context window with the ownership check: (conversation version, window, how many pinned
+    messages lead it), or None when `user_id` has no such conversation. Usually one statement: the
+    first `HEAD` messages (the pinned run) and the last `max_messages + 16`; more reads only when the
+    pinned run is longer than that or the window reaches further back."""
+    # Most windows are decided by max_messages + a few rows; window_from_suffix says when they are not.
+    chunk = (max_messages or 64) + 16
+    params = {"cid": conversation_id, "uid": user_id, "head": HEAD + 1, "tail": chunk + 1}
+    rows = await fetch(conn, _owned_context(t), params)
+    if not rows:
         return None
-    version, lead, more = first
-    window, pinned = await context_messages(
-        conn,
-        conversation_id,
-        max_messages=max_messages,
-        max_tokens=max_tokens,
-        t=t,
-        head=([domain_message(r) for r in lead], more),
+    version = rows[0]["conversation_version"]
+    head = sorted((r for r in rows if r["part"] == 0), key=lambda r: r["seq"])
+    lead = [domain_message(r) for r in head[:HEAD]]
+    run = _leading_system(lead)
+    pinned = lead[:run]
+    limits = {"max_messages": max_messages, "max_tokens": max_tokens}
+    if len(head) <= HEAD:
+        # The whole history is in hand.
+        window = window_from_suffix(pinned, lead[run:], complete=True, **limits)
+        assert window is not None
+        return version, window, run
+    if run == len(lead):
+        # Every message read so far is pinned: read the run to its end first.
+        window, count = await _context_after(conn, t, conversation_id, lead, chunk, **limits)
+        return version, window, count
+    floor = pinned[-1].seq if pinned else 0
+    newest = sorted((r for r in rows if r["part"] == 1 and r["seq"] > floor), key=lambda r: -r["seq"])
+    suffix = [domain_message(r) for r in reversed(newest[:chunk])]
+    window = window_from_suffix(pinned, suffix, complete=len(newest) <= chunk, **limits)
+    if window is None:
+        window = await _window_after(conn, t, conversation_id, pinned, chunk * 4, **limits)
+    return version, window, run
+
+
+async def _context_after(
+    conn: AsyncConnection,
+    t: ReadTables,
+    conversation_id: str,
+    pinned: list[Message],
+    chunk: int,
+    *,
+    max_messages: int | None,
+    max_tokens: int | None,
+) -> tuple[list[Message], int]:
+    """The window when `pinned` (a run of system messages) may go on: read the run to its end, then
+    the tail."""
+    while True:
+        params = {"cid": conversation_id, "floor": pinned[-1].seq, "limit": PINNED_CHUNK}
+        lead = [domain_message(r) for r in await fetch(conn, _tail(t, True), params)]
+        run = _leading_system(lead)
+        pinned = pinned + lead[:run]
+        if len(lead) < PINNED_CHUNK:
+            window = window_from_suffix(
+                pinned, lead[run:], complete=True, max_messages=max_messages, max_tokens=max_tokens
+            )
+            assert window is not None
+            return window, len(pinned)
+        if run < len(lead):
+            break
+    window = await _window_after(
+        conn, t, conversation_id, pinned, chunk, max_messages=max_messages, max_tokens=max_tokens
     )
-    return version, window, pinned
+    return window, len(pinned)
+
+
+async def _window_after(
+    conn: AsyncConnection,
+    t: ReadTables,
+    conversation_id: str,
+    pinned: list[Message],
+    chunk: int,
+    *,
+    max_messages: int | None,
+    max_tokens: int | None,
+) -> list[Message]:
+    """The window over `pinned` and the messages after them, reading `chunk` messages from the end,
+    then four times as many, until `window_from_suffix` can decide."""
+    floor = pinned[-1].seq if pinned else 0
+    while True:
+        params = {"cid": conversation_id, "floor": floor, "limit": chunk + 1}
+        rows = await fetch(conn, _tail(t, False), params)
+        suffix = [domain_message(r) for r in reversed(rows[:chunk])]
+        window = window_from_suffix(
+            pinned, suffix, complete=len(rows) <= chunk, max_messages=max_messages, max_tokens=max_tokens
+        )
+        if window is not None:
+            return window
+        chunk *= 4
 
 
 async def load_state(
