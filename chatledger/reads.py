@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from chatledger.domain import (
     ConversationDeleted,
@@ -118,6 +118,7 @@ class LedgerReads:
         if order not in ("asc", "desc"):
             raise InvalidMessage("order must be 'asc' or 'desc'", field="order")
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
+        before, after = bounded(before), bounded(after)
         if at_version is not None:
             state = await self._replay(cid, user_id, at_version, admin=admin)
             history = sorted(state.messages.values(), key=lambda m: m.seq)
@@ -180,7 +181,7 @@ class LedgerReads:
         check_limit(limit, 1000)
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
         info = await self._audited_stream(cid, user_id, admin)
-        events = await self.store.read_stream(cid, after_version=max(after_version, 0), limit=limit + 1)
+        events = await self.store.read_stream(cid, after_version=bounded(after_version), limit=limit + 1)
         return EventPage(
             data=[event_view(e) for e in events[:limit]], has_more=len(events) > limit, version=info.version
         )
@@ -218,7 +219,7 @@ class LedgerReads:
         # queue, an earlier one is visible to `read_stream`; versions already sent are skipped.
         async with self.live.listen(cid) as queue:
             current = await self._current(cid, user_id)
-            sent = current.version if after_version is None else max(after_version, 0)
+            sent = current.version if after_version is None else bounded(after_version)
             for e in await self.store.read_stream(cid, after_version=sent):
                 sent = e.stream_version
                 yield e
@@ -278,6 +279,19 @@ def parse_id(value: str | uuid.UUID, field: str, *, not_found: bool = False) -> 
         if not_found:
             raise ConversationNotFound(str(value)) from None
         raise InvalidMessage(f"{field} must be a UUID", field=field) from None
+
+
+SEQ_MAX = 2**63 - 1
+
+
+@overload
+def bounded(position: int) -> int: ...
+@overload
+def bounded(position: None) -> None: ...
+def bounded(position: int | None) -> int | None:
+    """A seq or version cursor within the 64-bit columns it is compared with (0 and below mean the
+    start, anything past the largest possible value the end): same answer, no driver overflow."""
+    return None if position is None else min(max(position, 0), SEQ_MAX)
 
 
 def check_limit(limit: int, maximum: int = 100) -> None:

@@ -280,6 +280,7 @@ async def messages_by_id(
 
 
 PINNED_CHUNK = 32
+MAX_FIRST_READ = 1000
 HEAD = 8
 """Leading messages the context window's first statement reads, enough for the usual pinned prompt."""
 
@@ -337,8 +338,9 @@ async def owned_context_messages(
     messages lead it), or None when `user_id` has no such conversation. Usually one statement: the
     first `HEAD` messages (the pinned run) and the last `max_messages + 16`; more reads only when the
     pinned run is longer than that or the window reaches further back."""
-    # Most windows are decided by max_messages + a few rows; window_from_suffix says when they are not.
-    chunk = (max_messages or 64) + 16
+    # Most windows are decided by max_messages + a few rows; window_from_suffix says when they are not
+    # (and _window_after then reads four times as many, as often as needed).
+    chunk = min(max_messages or 64, MAX_FIRST_READ) + 16
     params = {"cid": conversation_id, "uid": user_id, "head": HEAD + 1, "tail": chunk + 1}
     rows = await fetch(conn, _owned_context(t), params)
     if not rows:

@@ -134,3 +134,16 @@ async def test_deleted_conversation_takes_no_events(ledger: ChatLedger, alice: s
 
     with pytest.raises(ConversationIdUnavailable):
         await ledger.start_conversation(user_id=alice, conversation_id=conv.id)
+
+
+async def test_cursors_beyond_64_bits_read_like_the_largest(ledger: ChatLedger, alice: str) -> None:
+    # A seq or version past what the columns hold selects as if it were the largest one (no driver
+    # overflow); a negative one as if it were 0.
+    conv = await ledger.start_conversation(user_id=alice)
+    await ledger.add_messages(conv.id, user_id=alice, messages=[{"role": "user", "content": "x"}])
+    huge = 2**70
+    assert [m.seq for m in (await ledger.get_messages(conv.id, user_id=alice, before=huge)).data] == [1]
+    assert (await ledger.get_messages(conv.id, user_id=alice, after=huge)).data == []
+    assert [m.seq for m in (await ledger.get_messages(conv.id, user_id=alice, after=-5)).data] == [1]
+    assert (await ledger.get_events(conv.id, user_id=alice, after_version=huge)).data == []
+    assert len((await ledger.get_context(conv.id, user_id=alice, max_messages=huge)).data) == 1
