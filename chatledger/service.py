@@ -47,7 +47,7 @@ from chatledger.eventstore import (
     WrongExpectedVersion,
 )
 from chatledger.eventstore.factory import create_engine_for, open_store
-from chatledger.eventstore.sql import SqlEventStore
+from chatledger.eventstore.sql import Prefetch, SqlEventStore
 from chatledger.projections import LIVE, ConversationProjector
 from chatledger.projections import queries as q
 from chatledger.projections.views import (
@@ -293,7 +293,9 @@ class ChatLedger(LedgerReads):
             return [self._new_event(e, user_id, cid, key, digest, i) for i, e in enumerate(events)]
 
         try:
-            return await self.store.append_with(cid, decider, ANY, partition=partition), decided[0]
+            prefetch = Prefetch(q.conversation_by_id(), {"cid": cid})
+            result = await self.store.append_with(cid, decider, ANY, partition=partition, prefetch=prefetch)
+            return result, decided[0]
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.
             raise ConversationIdUnavailable(cid) from None
@@ -344,6 +346,7 @@ class ChatLedger(LedgerReads):
             message_ids=message_ids,
             call_ids=call_ids,
             all_messages=isinstance(command, ClearMessages),
+            prefetched=ctx.prefetched,
         )
 
     def _new_event(

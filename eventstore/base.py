@@ -22,6 +22,12 @@ class StreamContext(Protocol):
         """The backend's transaction handle (SQLAlchemy `AsyncConnection` for SQL, None for memory),
         so the caller can read its own tables consistently with the locked stream."""
 
+    @property
+    def prefetched(self) -> Sequence[Any] | None:
+        """The rows (mappings) of the `prefetch` given to `append_with`, read under the stream lock,
+        on PostgreSQL in the lock's own round trip; None without a prefetch (or a backend that
+        ignores it: the memory store)."""
+
 
 Decider = Callable[[StreamContext], Awaitable[Sequence[NewEvent]]]
 
@@ -87,11 +93,14 @@ class EventStore(abc.ABC):
         expected_version: Expected = ANY,
         *,
         partition: str | None = None,
+        prefetch: Any = None,
     ) -> AppendResult:
         """Lock `stream_id`, call `decide(context)` to produce the events, then append them as
         `append` does, in one transaction. Exceptions from `decide` roll everything back and
         propagate unchanged. An empty sequence from `decide` writes nothing and returns an
-        `AppendResult` with no events at the current version."""
+        `AppendResult` with no events at the current version. `prefetch`: a read of the caller's
+        own tables that `decide` needs, run under the lock and handed over as `context.prefetched`
+        (SQL stores take a `sql.Prefetch`)."""
 
     @abc.abstractmethod
     async def read_stream(

@@ -80,6 +80,7 @@ class MemoryEventStore(EventStore):
         expected_version: Expected = ANY,
         *,
         partition: str | None = None,
+        prefetch: Any = None,
     ) -> AppendResult:
         async with self._locks.setdefault(stream_id, asyncio.Lock()):
             stream = self._streams.get(stream_id)

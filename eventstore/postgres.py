@@ -45,7 +45,7 @@ from .errors import EventStoreError, StoreUnavailable
 from .model import RecordedEvent
 from .recording import CommitSignal, follow, utc_now
 from .schema import events, streams
-from .sql import Guard, SqlEventStore, StreamHead, translate_common
+from .sql import Guard, Prefetch, SqlEventStore, StreamHead, translate_common
 
 CHANNEL = "chatledger_events"
 TX_SLOTS = 65536
@@ -152,13 +152,14 @@ _LOCKED = (
     .where(streams.c.stream_id == sa.bindparam("stream_id"))
     .with_for_update(of=streams)
 )
+
+
 # The lock and the read in one round trip. The xid comes from the output row (and its row lock),
 # which the join can only produce after the materialized lock row exists, so it is still assigned
 # inside the lock. When the stream row is missing the lock may not have been taken: the caller then
 # takes it on its own (advisory locks are re-entrant) before creating the row.
-_LOCK_AND_READ = (
-    sa.select(streams.c.version, streams.c.partition, _LAST_HASH.label("last_hash"), _XID.label("xid"))
-    .select_from(
+def _lock_and_read(prefetch: sa.Select[Any] | None = None) -> DriverStatement:
+    lock = (
         sa.select(
             sa.func.pg_advisory_xact_lock(
                 sa.func.hashtextextended(sa.cast(sa.bindparam("stream_id"), sa.Text), 0)
@@ -167,10 +168,33 @@ _LOCK_AND_READ = (
         .cte("stream_lock")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    .join(streams, sa.true())
-    .where(streams.c.stream_id == sa.bindparam("stream_id"))
-    .with_for_update(of=streams)
-)
+    head = [streams.c.version, streams.c.partition, _LAST_HASH.label("last_hash"), _XID.label("xid")]
+    source = lock.join(streams, sa.true())
+    if prefetch is not None:
+        # The caller's rows ride along, prefixed; `p__found` tells "no row" from a row of NULLs.
+        rows = prefetch.add_columns(sa.literal_column("1").label("_found")).subquery("prefetch")
+        head += [c.label(f"p_{c.name}") for c in rows.c]
+        source = source.outerjoin(rows, sa.true())
+    stmt = (
+        sa.select(*head)
+        .select_from(source)
+        .where(streams.c.stream_id == sa.bindparam("stream_id"))
+        .with_for_update(of=streams)
+    )
+    return driver_statement(stmt)
+
+
+_WITH_PREFETCH: dict[int, tuple[sa.Select[Any], DriverStatement]] = {}
+
+
+def _lock_and_read_with(prefetch: sa.Select[Any]) -> DriverStatement:
+    cached = _WITH_PREFETCH.get(id(prefetch))
+    if cached is None or cached[0] is not prefetch:
+        # Holding the statement keeps its id from being reused.
+        cached = _WITH_PREFETCH[id(prefetch)] = (prefetch, _lock_and_read(prefetch))
+    return cached[1]
+
+
 _CREATE = (
     pg_insert(streams)
     .values(
@@ -207,7 +231,7 @@ _WRITE = sa.text(
     """
 )
 
-_LOCK_AND_READ_SQL = driver_statement(_LOCK_AND_READ)
+_LOCK_AND_READ_SQL = _lock_and_read()
 _WRITE_SQL = driver_statement(_WRITE)
 
 
@@ -219,6 +243,10 @@ async def _last_hash(conn: AsyncConnection, stream_id: str, version: int) -> str
         events.c.stream_id == stream_id, events.c.stream_version == version
     )
     return str((await conn.execute(query)).scalar_one())
+
+
+def _unprefixed(row: asyncpg.Record) -> dict[str, Any]:
+    return {key[2:]: value for key, value in row.items() if key.startswith("p_") and key != "p__found"}
 
 
 class PostgresEventStore(SqlEventStore):
@@ -243,18 +271,29 @@ class PostgresEventStore(SqlEventStore):
         # Same pool; the isolation level is set on checkout and reset on return (no round trip).
         return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def _lock_stream(self, conn: AsyncConnection, stream_id: str, partition: str) -> StreamHead:
+    async def _lock_stream(
+        self, conn: AsyncConnection, stream_id: str, partition: str, prefetch: Prefetch | None = None
+    ) -> StreamHead:
         # Positions must follow version order inside a stream, so the transaction id (our position
         # base) has to be assigned only once we hold the stream. A row lock is too late: waiting for
         # `FOR UPDATE` already assigns an xid, letting a later writer hold an older one. The advisory
         # lock takes no xid; every writer of this stream gets its xid inside it, in lock order.
-        # The stream row usually exists: lock and read it in one round trip. A new stream is inserted.
-        rows = await driver_fetch(conn, _LOCK_AND_READ_SQL, {"stream_id": stream_id})
+        # The stream row usually exists: lock and read it (and the prefetch) in one round trip.
+        if prefetch is None:
+            rows = await driver_fetch(conn, _LOCK_AND_READ_SQL, {"stream_id": stream_id})
+        else:
+            params = {**prefetch.params, "stream_id": stream_id}
+            rows = await driver_fetch(conn, _lock_and_read_with(prefetch.statement), params)
         if rows:
-            version, part, last_hash, xid = rows[0]
+            version, part, last_hash, xid = rows[0][:4]
             if not version:
                 return StreamHead(0, None, None, tx_id=xid)
-            return StreamHead(version, part, last_hash or await _last_hash(conn, stream_id, version), xid)
+            if not last_hash:
+                return StreamHead(version, part, await _last_hash(conn, stream_id, version), xid)
+            # The statement's snapshot saw this stream's last event, hence everything its writers
+            # wrote with it: the prefetched rows are current (otherwise they are read again).
+            prefetched = None if prefetch is None else [_unprefixed(r) for r in rows if r["p__found"]]
+            return StreamHead(version, part, last_hash, xid, prefetched=prefetched)
         await conn.execute(_STREAM_LOCK, {"stream_id": stream_id})
         while True:
             row = (await conn.execute(_LOCKED, {"stream_id": stream_id})).first()

@@ -42,6 +42,7 @@ class DecideContext:
 
     stream: StreamInfo | None
     tx: Any
+    prefetched: Sequence[Any] | None = None
 
 
 def utc_now() -> datetime:

@@ -29,7 +29,7 @@ from .errors import EventStoreError, StoreUnavailable
 from .model import RecordedEvent
 from .recording import CommitSignal, follow
 from .schema import events, streams
-from .sql import SqlEventStore, StreamHead, translate_common
+from .sql import Prefetch, SqlEventStore, StreamHead, translate_common
 from .upcasting import UpcasterRegistry
 
 BEGIN_OPTION = "chatledger_sqlite_begin"
@@ -108,7 +108,9 @@ class SqliteEventStore(SqlEventStore):
         async with shared, self.engine.connect() as conn:
             yield conn
 
-    async def _lock_stream(self, conn: AsyncConnection, stream_id: str, partition: str) -> StreamHead:
+    async def _lock_stream(
+        self, conn: AsyncConnection, stream_id: str, partition: str, prefetch: Prefetch | None = None
+    ) -> StreamHead:
         last_hash = (
             sa.select(events.c.hash)
             .where(events.c.stream_id == stream_id, events.c.stream_version == streams.c.version)

@@ -136,13 +136,21 @@ def message_view(conversation_id: str, m: Message) -> MessageView:
 
 
 @cache
-def _conversation_by_id(t: ReadTables) -> sa.Select[Any]:
+def conversation_by_id(t: ReadTables = LIVE) -> sa.Select[Any]:
+    """The conversation row by id (bind parameter `cid`); built once, so it can serve as an append's
+    prefetch."""
     c = t.conversations
     return sa.select(c).where(c.c.id == sa.bindparam("cid"))
 
 
-async def get_conversation(conn: AsyncConnection, conversation_id: str, t: ReadTables = LIVE) -> Any:
-    return (await conn.execute(_conversation_by_id(t), {"cid": conversation_id})).one_or_none()
+@cache
+def _conversation_by_id(t: ReadTables) -> Prepared:
+    return prepared(conversation_by_id(t))
+
+
+async def get_conversation(conn: AsyncConnection, conversation_id: str, t: ReadTables = LIVE) -> Row | None:
+    rows = await fetch(conn, _conversation_by_id(t), {"cid": conversation_id})
+    return rows[0] if rows else None
 
 
 @cache
@@ -433,13 +441,18 @@ async def load_state(
     message_ids: Sequence[str] = (),
     call_ids: Sequence[str] = (),
     all_messages: bool = False,
+    prefetched: Sequence[Row] | None = None,
     t: ReadTables = LIVE,
 ) -> ConversationState | None:
     """The slice of the aggregate's state that a command needs (see domain/conversation.py), read
-    under the stream lock so it is exactly the state at `stream.version`."""
+    under the stream lock so it is exactly the state at `stream.version`. `prefetched`: the rows of
+    `conversation_by_id` when the append has already read them with the lock."""
     if stream is None:
         return None
-    row = await get_conversation(conn, conversation_id, t)
+    if prefetched is None:
+        row = await get_conversation(conn, conversation_id, t)
+    else:
+        row = prefetched[0] if prefetched else None
     if row is None:
         # Events exist but no read row: only a tombstone removes it.
         return ConversationState(
@@ -462,16 +475,16 @@ async def load_state(
             calls[r.call_id] = ToolCallRef(r.call_id, r.assistant_message_id, r.answer_message_id)
     return ConversationState(
         conversation_id=conversation_id,
-        owner=row.user_id,
-        version=row.version,
-        title=row.title,
-        title_explicit=row.title_explicit,
-        metadata=row.metadata or {},
-        message_count=row.message_count,
-        last_seq=row.last_seq,
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
-        last_message_at=utc(row.last_message_at) if row.last_message_at else None,
+        owner=row["user_id"],
+        version=row["version"],
+        title=row["title"],
+        title_explicit=row["title_explicit"],
+        metadata=row["metadata"] or {},
+        message_count=row["message_count"],
+        last_seq=row["last_seq"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+        last_message_at=utc(row["last_message_at"]) if row["last_message_at"] else None,
         messages={msg.message_id: msg for msg in messages},
         tool_calls=calls,
     )

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import pytest
+import sqlalchemy as sa
 
 from chatledger.eventstore import (
     ANY,
@@ -25,8 +26,11 @@ from chatledger.eventstore import (
     WrongExpectedVersion,
 )
 from chatledger.eventstore.recording import MAX_EVENTS_PER_APPEND, AppendTooLarge
+from chatledger.eventstore.schema import events
+from chatledger.eventstore.sql import Prefetch, SqlEventStore
 
 StoreFactory = Callable[..., Awaitable[EventStore]]
+_EVENT_COUNT = sa.select(sa.func.count().label("n")).where(events.c.stream_id == sa.bindparam("sid"))
 WAIT = 10.0
 
 
@@ -99,6 +103,30 @@ class StoreContract:
     async def test_stream_info_of_unknown_stream(self, store: EventStore) -> None:
         assert await store.stream_info("nope") is None
         assert await store.read_stream("nope") == []
+
+    async def test_prefetch_is_read_under_the_lock(self, store: EventStore) -> None:
+        # Every decider sees the prefetched rows exactly as of the version it decides on, including
+        # those that waited for the lock behind other writers (on PostgreSQL, their lock statement
+        # ran on an older snapshot and the rows are read again).
+        sql = isinstance(store, SqlEventStore)
+        seen: list[tuple[int, Any]] = []
+
+        async def decide(ctx: StreamContext) -> list[NewEvent]:
+            seen.append((ctx.stream.version if ctx.stream else 0, ctx.prefetched))
+            return [ev()]
+
+        count = Prefetch(_EVENT_COUNT, {"sid": "hot"}) if sql else None
+        await store.append_with("hot", decide, prefetch=count)  # the stream row exists from here on
+        await asyncio.gather(*(store.append_with("hot", decide, prefetch=count) for _ in range(16)))
+        assert sorted(version for version, _ in seen) == list(range(17))
+        got = [(version, None if rows is None else [dict(r) for r in rows]) for version, rows in seen]
+        assert got == [(version, [{"n": version}] if sql else None) for version, _ in seen]
+        if sql:
+            seen.clear()
+            nothing = sa.select(events.c.hash).where(events.c.stream_id == sa.bindparam("sid"), sa.false())
+            none = Prefetch(nothing, {"sid": "hot"})
+            await store.append_with("hot", decide, prefetch=none)
+            assert [rows for _, rows in seen] == [[]]
 
     async def test_32_concurrent_appenders_on_one_stream(self, store: EventStore) -> None:
         results = await asyncio.gather(*(store.append("hot", [ev(n=i)]) for i in range(32)))
