@@ -1,6 +1,6 @@
 """A chat-agnostic append-only event store with PostgreSQL, SQLite and in-memory backends."""
 
-from .base import Decider, EventStore, InlineProjection, StreamContext
+from .base import Decider, EventStore, InlineProjection, StreamContext, WriteFragment
 from .errors import DuplicateEvent, EventStoreError, PartitionMismatch, StoreUnavailable, WrongExpectedVersion
 from .model import (
     ANY,
@@ -40,5 +40,6 @@ __all__ = [
     "StreamInfo",
     "UpcasterRegistry",
     "VerifyResult",
+    "WriteFragment",
     "WrongExpectedVersion",
 ]

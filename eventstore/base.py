@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from .model import ANY, AppendResult, Expected, NewEvent, RecordedEvent, StreamInfo, VerifyResult
 from .upcasting import UpcasterRegistry
@@ -33,9 +33,23 @@ Decider = Callable[[StreamContext], Awaitable[Sequence[NewEvent]]]
 
 
 class InlineProjection(Protocol):
-    """Runs inside the append's transaction, after the events are inserted (read-your-writes)."""
+    """Runs inside the append's transaction, after the events are inserted (read-your-writes).
+
+    A projection may also offer `write_fragment(dialect, events) -> WriteFragment | None`: SQL the
+    backend runs as part of its own insert statement instead of calling `apply` (PostgreSQL asks;
+    None means "call apply")."""
 
     async def apply(self, tx: Any, events: Sequence[RecordedEvent]) -> None: ...
+
+
+class WriteFragment(NamedTuple):
+    """Common table expressions (`name AS (...), ...`) to run inside the store's insert statement,
+    so events and their read-model rows are written in one round trip. Data-modifying CTEs run
+    whether or not anything reads them. `ctes` must be one of a few constant texts (each is compiled
+    once); its names (CTEs and `:params`) must not start with `es_`, which the store keeps for its own."""
+
+    ctes: str
+    params: Mapping[str, Any]
 
 
 class EventStore(abc.ABC):

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .base import InlineProjection, WriteFragment
 from .errors import EventStoreError, StoreUnavailable
 from .model import RecordedEvent
 from .recording import CommitSignal, follow, utc_now
@@ -208,31 +209,41 @@ _CREATE = (
     .returning(_XID.label("xid"))
 )
 
-_WRITE = sa.text(
-    """
-    WITH ev AS (
+# The store's names start with `es_`, so inline projections' write fragments can join in.
+_WRITE = """
+    WITH es_ev AS (
         INSERT INTO events (global_position, event_id, stream_id, stream_version, partition, type,
                             schema_version, data, metadata, recorded_at, prev_hash, hash, tx_id)
-        SELECT u.position, u.event_id, CAST(:stream_id AS text), u.version, CAST(:partition AS text),
+        SELECT u.position, u.event_id, CAST(:es_stream_id AS text), u.version, CAST(:es_partition AS text),
                u.type, u.schema_version, CAST(u.data AS json), CAST(u.metadata AS json),
-               u.recorded_at, u.prev_hash, u.hash, CAST(:tx_id AS bigint)
-        FROM unnest(CAST(:positions AS bigint[]), CAST(:event_ids AS uuid[]), CAST(:versions AS bigint[]),
-                    CAST(:types AS text[]), CAST(:schema_versions AS int[]), CAST(:datas AS text[]),
-                    CAST(:metadatas AS text[]), CAST(:recorded_ats AS timestamptz[]),
-                    CAST(:prev_hashes AS text[]), CAST(:hashes AS text[]))
+               u.recorded_at, u.prev_hash, u.hash, CAST(:es_tx_id AS bigint)
+        FROM unnest(CAST(:es_positions AS bigint[]), CAST(:es_event_ids AS uuid[]),
+                    CAST(:es_versions AS bigint[]), CAST(:es_types AS text[]),
+                    CAST(:es_schema_versions AS int[]), CAST(:es_datas AS text[]),
+                    CAST(:es_metadatas AS text[]), CAST(:es_recorded_ats AS timestamptz[]),
+                    CAST(:es_prev_hashes AS text[]), CAST(:es_hashes AS text[]))
              AS u(position, event_id, version, type, schema_version, data, metadata, recorded_at,
                   prev_hash, hash)
-    ), st AS (
-        UPDATE streams SET version = CAST(:version AS bigint), partition = CAST(:partition AS text),
-                           updated_at = CAST(:recorded_at AS timestamptz)
-        WHERE stream_id = CAST(:stream_id AS text)
-    )
-    SELECT pg_notify(:channel, CAST(:last_position AS text))
-    """
-)
+    ), es_st AS (
+        UPDATE streams SET version = CAST(:es_version AS bigint), partition = CAST(:es_partition AS text),
+                           updated_at = CAST(:es_recorded_at AS timestamptz)
+        WHERE stream_id = CAST(:es_stream_id AS text)
+    ){fragments}
+    SELECT pg_notify(:es_channel, CAST(:es_last_position AS text))
+"""
+_WRITES: dict[tuple[str, ...], DriverStatement] = {}
+
+
+def _write_statement(fragments: Sequence[WriteFragment]) -> DriverStatement:
+    key = tuple(f.ctes for f in fragments)
+    found = _WRITES.get(key)
+    if found is None:
+        text = _WRITE.replace("{fragments}", "".join(f",\n{ctes}" for ctes in key))
+        found = _WRITES[key] = driver_statement(sa.text(text))
+    return found
+
 
 _LOCK_AND_READ_SQL = _lock_and_read()
-_WRITE_SQL = driver_statement(_WRITE)
 
 
 async def _last_hash(conn: AsyncConnection, stream_id: str, version: int) -> str:
@@ -316,33 +327,50 @@ class PostgresEventStore(SqlEventStore):
         base = head.tx_id * TX_SLOTS
         return range(base, base + count)
 
+    def _fragments(
+        self, published: Sequence[RecordedEvent]
+    ) -> tuple[list[WriteFragment], list[InlineProjection]]:
+        fragments: list[WriteFragment] = []
+        rest: list[InlineProjection] = []
+        for projection in self.inline_projections:
+            offer = getattr(projection, "write_fragment", None)
+            fragment = offer("postgresql", published) if offer is not None else None
+            if fragment is None:
+                rest.append(projection)
+            else:
+                fragments.append(fragment)
+        return fragments, rest
+
     async def _write(
-        self, conn: AsyncConnection, head: StreamHead, recorded: Sequence[RecordedEvent]
+        self,
+        conn: AsyncConnection,
+        head: StreamHead,
+        recorded: Sequence[RecordedEvent],
+        fragments: Sequence[WriteFragment] = (),
     ) -> None:
         last = recorded[-1]
-        await driver_fetch(
-            conn,
-            _WRITE_SQL,
-            {
-                "stream_id": last.stream_id,
-                "partition": last.partition,
-                "recorded_at": last.recorded_at,
-                "tx_id": head.tx_id,
-                "version": last.stream_version,
-                "channel": CHANNEL,
-                "last_position": str(last.global_position),
-                "positions": [e.global_position for e in recorded],
-                "event_ids": [e.event_id for e in recorded],
-                "versions": [e.stream_version for e in recorded],
-                "types": [e.type for e in recorded],
-                "schema_versions": [e.schema_version for e in recorded],
-                "datas": [json.dumps(e.data, ensure_ascii=False) for e in recorded],
-                "metadatas": [json.dumps(e.metadata, ensure_ascii=False) for e in recorded],
-                "recorded_ats": [e.recorded_at for e in recorded],
-                "prev_hashes": [e.prev_hash for e in recorded],
-                "hashes": [e.hash for e in recorded],
-            },
-        )
+        params: dict[str, Any] = {
+            "es_stream_id": last.stream_id,
+            "es_partition": last.partition,
+            "es_recorded_at": last.recorded_at,
+            "es_tx_id": head.tx_id,
+            "es_version": last.stream_version,
+            "es_channel": CHANNEL,
+            "es_last_position": str(last.global_position),
+            "es_positions": [e.global_position for e in recorded],
+            "es_event_ids": [e.event_id for e in recorded],
+            "es_versions": [e.stream_version for e in recorded],
+            "es_types": [e.type for e in recorded],
+            "es_schema_versions": [e.schema_version for e in recorded],
+            "es_datas": [json.dumps(e.data, ensure_ascii=False) for e in recorded],
+            "es_metadatas": [json.dumps(e.metadata, ensure_ascii=False) for e in recorded],
+            "es_recorded_ats": [e.recorded_at for e in recorded],
+            "es_prev_hashes": [e.prev_hash for e in recorded],
+            "es_hashes": [e.hash for e in recorded],
+        }
+        for fragment in fragments:
+            params.update(fragment.params)
+        await driver_fetch(conn, _write_statement(fragments), params)
 
     def _translate(self, exc: BaseException) -> EventStoreError | None:
         if isinstance(exc, _DRIVER_UNAVAILABLE):

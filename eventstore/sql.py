@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .base import Decider, EventStore, InlineProjection
+from .base import Decider, EventStore, InlineProjection, WriteFragment
 from .errors import EventStoreError, StoreUnavailable, WrongExpectedVersion
 from .model import (
     ANY,
@@ -166,9 +166,20 @@ class SqlEventStore(EventStore):
 
     @abc.abstractmethod
     async def _write(
-        self, conn: AsyncConnection, head: StreamHead, recorded: Sequence[RecordedEvent]
+        self,
+        conn: AsyncConnection,
+        head: StreamHead,
+        recorded: Sequence[RecordedEvent],
+        fragments: Sequence[WriteFragment] = (),
     ) -> None:
-        """Insert the events and move the stream row to the last version."""
+        """Insert the events and move the stream row to the last version (running `fragments` in
+        the same statement: only backends whose `_fragments` returns any)."""
+
+    def _fragments(
+        self, published: Sequence[RecordedEvent]
+    ) -> tuple[list[WriteFragment], list[InlineProjection]]:
+        """The inline projections' write fragments, and the projections to `apply` instead."""
+        return [], list(self.inline_projections)
 
     def _translate(self, exc: BaseException) -> EventStoreError | None:
         return translate_common(exc)
@@ -262,9 +273,10 @@ class SqlEventStore(EventStore):
                 positions=self._positions(head, len(new)),
                 recorded_at=utc_now(),
             )
-            await self._write_or_classify(conn, stream_id, head, new, recorded)
             published = [upcast(self.upcasters, e) for e in recorded]
-            for projection in self.inline_projections:
+            fragments, rest = self._fragments(published)
+            await self._write_or_classify(conn, stream_id, head, new, recorded, fragments)
+            for projection in rest:
                 await guard.user(projection.apply(conn, published))
         return AppendResult(stream_id, tuple(published), recorded[-1].stream_version)
 
@@ -275,13 +287,17 @@ class SqlEventStore(EventStore):
         head: StreamHead,
         new: Sequence[NewEvent],
         recorded: Sequence[RecordedEvent],
+        fragments: Sequence[WriteFragment] = (),
     ) -> None:
         try:
-            await self._write(conn, head, recorded)
+            await self._write(conn, head, recorded, fragments)
         except sa_exc.IntegrityError as exc:
             text = f"{exc.orig} {getattr(exc.orig, '__cause__', '')}"
             if "event_id" in text:
                 raise _IdTaken(new) from exc
+            table = getattr(getattr(exc.orig, "__cause__", None), "table_name", None)
+            if table is not None and table not in (events.name, streams.name):
+                raise  # a write fragment's own table: the projection's error, not a conflict
             # Only a writer outside this process's locks can take our versions or positions.
             raise WrongExpectedVersion(stream_id, head.version, -1) from exc
 

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .base import InlineProjection
+from .base import InlineProjection, WriteFragment
 from .errors import EventStoreError, StoreUnavailable
 from .model import RecordedEvent
 from .recording import CommitSignal, follow
@@ -130,7 +130,11 @@ class SqliteEventStore(SqlEventStore):
         return range(head.max_position + 1, head.max_position + 1 + count)
 
     async def _write(
-        self, conn: AsyncConnection, head: StreamHead, recorded: Sequence[RecordedEvent]
+        self,
+        conn: AsyncConnection,
+        head: StreamHead,
+        recorded: Sequence[RecordedEvent],
+        fragments: Sequence[WriteFragment] = (),
     ) -> None:
         first, last = recorded[0], recorded[-1]
         await conn.execute(events.insert(), [_row(e) for e in recorded])

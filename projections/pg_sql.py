@@ -24,10 +24,16 @@ from .schema import ReadTables
 @cache
 def message_added(t: ReadTables) -> sa.TextClause:
     """One round trip for a batch of `MessageAdded` events of one stream (see `message_added_params`)."""
+    return sa.text(f"WITH {message_added_ctes(t)}\nSELECT last_seq FROM c")
+
+
+@cache
+def message_added_ctes(t: ReadTables) -> str:
+    """`message_added` as common table expressions, for the event store's insert statement (the
+    inline projection's `write_fragment`)."""
     c, m, tc = (f'"{x.name}"' for x in t.all())
-    return sa.text(
-        f"""
-        WITH c AS (
+    return f"""
+        c AS (
             UPDATE {c} SET version = :version, updated_at = :at, last_message_at = :at,
                 last_seq = last_seq + :n, message_count = message_count + :n,
                 tool_call_count = tool_call_count + :opened,
@@ -62,10 +68,7 @@ def message_added(t: ReadTables) -> sa.TextClause:
             FROM a
             WHERE t.conversation_id = :cid AND t.call_id = a.call_id AND EXISTS (SELECT FROM c)
               AND a.ord = (SELECT max(b.ord) FROM a AS b WHERE b.call_id = a.call_id)
-        )
-        SELECT last_seq FROM c
-        """
-    )
+        )"""
 
 
 @cache

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatledger.domain import derive_title
-from chatledger.eventstore import RecordedEvent
+from chatledger.eventstore import RecordedEvent, WriteFragment
 from chatledger.eventstore.postgres import driver_fetch
 
 from . import pg_sql
@@ -35,6 +35,17 @@ class ConversationProjector:
                 handler = getattr(self, f"_on_{type_}", None)
                 if handler is not None:
                     await handler(tx, stream_id, batch)
+
+    def write_fragment(self, dialect: str, events: Sequence[RecordedEvent]) -> WriteFragment | None:
+        """On PostgreSQL, a batch of `MessageAdded` events of one stream (every `add_messages`) is
+        projected by the store's own insert statement: one round trip fewer per append."""
+        if dialect != "postgresql" or not events:
+            return None
+        first = events[0]
+        if any(e.type != "MessageAdded" or e.stream_id != first.stream_id for e in events):
+            return None
+        params = pg_sql.message_added_params(first.stream_id, events, _derived_title(events))
+        return WriteFragment(pg_sql.message_added_ctes(self.t), params)
 
     async def _touch(self, tx: AsyncConnection, stream_id: str, last: RecordedEvent, **values: Any) -> Any:
         c = self.t.conversations
@@ -68,10 +79,7 @@ class ConversationProjector:
         )
 
     async def _on_MessageAdded(self, tx: AsyncConnection, stream_id: str, batch: list[RecordedEvent]) -> None:
-        derived = next(
-            (t for e in batch if e.data["role"] == "user" and (t := derive_title(e.data.get("content")))),
-            None,
-        )
+        derived = _derived_title(batch)
         if tx.dialect.name == "postgresql":
             params = pg_sql.message_added_params(stream_id, batch, derived)
             await driver_fetch(tx, pg_sql.message_added_driver(self.t), params)
@@ -199,3 +207,11 @@ def _message_row(stream_id: str, user_id: str, seq: int, e: RecordedEvent) -> di
         "raw": d.get("raw"),
         "created_at": e.recorded_at,
     }
+
+
+def _derived_title(batch: Sequence[RecordedEvent]) -> str | None:
+    """The title the batch's first titled user message gives (kept only while the conversation has none)."""
+    return next(
+        (t for e in batch if e.data["role"] == "user" and (t := derive_title(e.data.get("content")))),
+        None,
+    )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chatledger.eventstore import EventStore, StoreUnavailable
+from chatledger.eventstore import EventStore, EventStoreError, RecordedEvent, StoreUnavailable, WriteFragment
 from chatledger.eventstore.factory import create_engine_for, open_store
 from chatledger.eventstore.postgres import TX_SLOTS, PostgresEventStore
 
@@ -64,6 +64,61 @@ class TestPostgresStore(StoreContract):
         assert base % TX_SLOTS == 0
         assert first.positions == (base, base + 1, base + 2)
         assert second.positions[0] // TX_SLOTS > base // TX_SLOTS
+
+
+class MarkerProjection:
+    """Marks each append with a row of its own (in a table of the read side), written by the store's
+    insert statement (or, for events it does not fuse, by `apply`)."""
+
+    MARK = """
+        marker AS (
+            INSERT INTO projection_checkpoints (name, position, updated_at)
+            VALUES (CAST(:marker_id AS text), CAST(:marker_version AS bigint), now())
+        )"""
+
+    def __init__(self, version: int = 0) -> None:
+        self.version = version
+        self.applied: list[str] = []
+
+    def write_fragment(self, dialect: str, events: Sequence[RecordedEvent]) -> WriteFragment | None:
+        if events[0].type == "Unfused":
+            return None
+        return WriteFragment(
+            self.MARK, {"marker_id": f"mark-{events[0].event_id}", "marker_version": self.version}
+        )
+
+    async def apply(self, tx: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
+        self.applied.append(events[0].type)
+
+
+async def _marks(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = sa.text("SELECT count(*) FROM projection_checkpoints WHERE name LIKE 'mark-%'")
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_write_fragments_run_in_the_insert_statement_and_fail_with_it(clean_pg_url: str) -> None:
+    engine = create_engine_for(clean_pg_url)
+    try:
+        marked = await _marks(engine)
+        marker = MarkerProjection()
+        store = PostgresEventStore(engine, inline_projections=[marker])
+        await store.append("s", batch(2))
+        await store.append("s", [ev("Unfused")])
+        assert marker.applied == ["Unfused"]  # the fused append never called apply
+        assert await _marks(engine) == marked + 1
+
+        # A failing fragment (a NULL position, which its table refuses) fails the whole append with
+        # its own error, not a version conflict.
+        failing = MarkerProjection(version=None)  # type: ignore[arg-type]
+        broken = PostgresEventStore(engine, inline_projections=[failing])
+        with pytest.raises(EventStoreError, match="null value"):
+            await broken.append("s", batch(1))
+        assert [e.stream_version for e in await store.read_stream("s")] == [1, 2, 3]
+        assert await _marks(engine) == marked + 1
+        assert (await store.verify("s")).ok
+    finally:
+        await engine.dispose()
 
 
 async def test_closed_port_is_unavailable() -> None:
