@@ -209,10 +209,17 @@ def verify(
 async def _verify(ledger: ChatLedger, conversation: str | None) -> dict[str, Any]:
     from chatledger.api.schemas import VerifyPublic
 
-    if conversation is not None and await ledger.store.stream_info(_uuid(conversation)) is None:
+    if conversation is None:
+        total = int((await ledger.stats())["events"])
+    elif (info := await ledger.store.stream_info(_uuid(conversation))) is None:
         raise CommandError(f"conversation {conversation} not found")
-    with err.status("verifying hash chains"):
-        result = await ledger.verify(conversation, admin=True)
+    else:
+        total = info.version
+    with _progress_rate() as bar:
+        task = bar.add_task("verifying", total=total)
+        result = await ledger.verify(
+            conversation, admin=True, progress=lambda checked: bar.update(task, completed=checked)
+        )
     return VerifyPublic.of(result).model_dump(mode="json", exclude_none=True)
 
 

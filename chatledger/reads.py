@@ -6,7 +6,7 @@ Every read takes the acting `user_id`; a conversation the user does not own is `
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Literal, overload
 
 from chatledger.domain import (
@@ -200,14 +200,16 @@ class LedgerReads:
         *,
         user_id: str | None = None,
         admin: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> VerifyResult:
-        """Recompute the hash chain of one conversation (or, with no id, of the whole log)."""
+        """Recompute the hash chain of one conversation (or, with no id, of the whole log);
+        `progress(n)` hears how many events have been checked so far."""
         if conversation_id is None:
-            return await self.store.verify()
+            return await self.store.verify(progress=progress)
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
         if user_id is not None or not admin:
             await self._audited_stream(cid, user_id or "", admin)
-        return await self.store.verify(cid)
+        return await self.store.verify(cid, progress=progress)
 
     async def subscribe_conversation(
         self, conversation_id: str | uuid.UUID, *, user_id: str, after_version: int | None = None

@@ -144,8 +144,11 @@ class EventStore(abc.ABC):
         """Stored events with these ids (any stream), in position order."""
 
     @abc.abstractmethod
-    async def verify(self, stream_id: str | None = None) -> VerifyResult:
-        """Recompute hash chains (one stream, or all) and report the first broken event."""
+    async def verify(
+        self, stream_id: str | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
+        """Recompute hash chains (one stream, or all) and report the first broken event.
+        `progress(n)` is called as the walk goes, with the number of events checked so far."""
 
     async def subscribe(self, *, after: int = 0) -> AsyncIterator[RecordedEvent]:
         """Historic events after `after`, then live ones as they commit; never a gap or duplicate."""

@@ -7,7 +7,7 @@ import bisect
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from .base import Decider, EventStore, InlineProjection
@@ -183,14 +183,20 @@ class MemoryEventStore(EventStore):
         found = [self._by_id[i] for i in wanted if i in self._by_id]
         return [self._out(e) for e in sorted(found, key=_position)]
 
-    async def verify(self, stream_id: str | None = None) -> VerifyResult:
+    async def verify(
+        self, stream_id: str | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
         if stream_id is not None:
             stream = self._streams.get(stream_id)
             head = stream.version if stream else 0
             pairs = ((e, head) for e in (stream.events if stream else []))
-            return verify_all(pairs, single=(stream_id, head))
-        named = sorted(self._streams.items())
-        return verify_all((e, s.version) for _, s in named for e in s.events)
+            result = verify_all(pairs, single=(stream_id, head))
+        else:
+            named = sorted(self._streams.items())
+            result = verify_all((e, s.version) for _, s in named for e in s.events)
+        if progress is not None:
+            progress(result.events_checked)
+        return result
 
     async def subscribe(self, *, after: int = 0) -> AsyncIterator[RecordedEvent]:
         async def read(checkpoint: int, limit: int) -> list[RecordedEvent]:

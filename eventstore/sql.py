@@ -358,7 +358,9 @@ class SqlEventStore(EventStore):
 
     # -- verify ----------------------------------------------------------------------------------
 
-    async def verify(self, stream_id: str | None = None) -> VerifyResult:
+    async def verify(
+        self, stream_id: str | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
         verifier = ChainVerifier(single_stream=stream_id is not None)
         with self._guard():
             async with self._reading() as conn:
@@ -372,6 +374,8 @@ class SqlEventStore(EventStore):
                     rows = (await conn.execute(_verify_batch(stream_id, last))).all()
                     for row in rows:
                         verifier.feed(row_to_event(row), row.head)
+                    if progress is not None:
+                        progress(verifier.events_checked)
                     if len(rows) < VERIFY_BATCH:
                         break
                     last = (rows[-1].stream_id, rows[-1].stream_version)

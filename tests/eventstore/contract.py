@@ -285,6 +285,17 @@ class StoreContract:
 
     # -- tamper evidence ---------------------------------------------------------------------------
 
+    async def test_verify_reports_progress_up_to_every_event(self, store: EventStore) -> None:
+        for k in range(3):
+            await store.append(f"s{k}", batch(900))  # more than one of the SQL walk's batches
+        heard: list[int] = []
+        result = await store.verify(progress=heard.append)
+        assert result.ok and result.events_checked == 2700
+        assert heard and heard == sorted(heard) and heard[-1] == 2700
+        heard.clear()
+        assert (await store.verify("s1", progress=heard.append)).events_checked == 900
+        assert heard[-1] == 900
+
     async def test_verify_detects_edited_content(self, store: EventStore) -> None:
         await store.append("a", batch(3))
         await store.append("b", batch(4))
