@@ -40,11 +40,13 @@ async def ledger_rate(url: str, writers: int, seconds: float, convs: list[str]) 
         return await throughput(op, writers, seconds)
 
 
-async def raw_rate(dsn: str, writers: int, seconds: float, streams: list[str]) -> float:
+async def raw_rate(
+    dsn: str, writers: int, seconds: float, streams: list[str], append: raw.Append = raw.append_one
+) -> float:
     async with asyncpg.create_pool(dsn, min_size=writers, max_size=writers) as pool:
 
         async def op(w: int, n: int) -> None:
-            await raw.append_one(pool, streams[w % len(streams)], USER, content(w, n))
+            await append(pool, streams[w % len(streams)], USER, content(w, n))
 
         return await throughput(op, writers, seconds)
 
@@ -66,9 +68,12 @@ async def append_scenario(
     for _ in range(reps):
         lib = await ledger_rate(env.pg_url, writers, seconds, convs)
         base = await raw_rate(env.pg_dsn, writers, seconds, streams)
+        shape = await raw_rate(env.pg_dsn, writers, seconds, streams, raw.append_one_in_transaction)
         report.add(scenario, "chatledger PG", "msg/s", lib)
         report.add(scenario, "raw asyncpg CTE", "msg/s", base)
+        report.add(scenario, "raw, chatledger's 4 round trips", "msg/s", shape)
         report.add(scenario, "ratio chatledger/raw", "x", lib / base, target)
+        report.add(scenario, "ratio 4 round trips/raw", "x", shape / base)
 
 
 async def sqlite_scenario(env: BenchEnv, report: Report, *, writers: int, reps: int, seconds: float) -> None:
