@@ -286,25 +286,24 @@ def _apply(draft: _Draft, event: DomainEvent, at: datetime | None) -> None:
     if draft.state is None:
         raise ValueError(f"{type(event).__name__} before ConversationStarted")
     s = draft.state
+    # One `replace` per event: a batch of a thousand messages is folded for every add_messages reply.
+    changes: dict[str, Any] = {}
     if isinstance(event, MessageAdded):
-        s = _apply_added(draft, s, event, at)
+        changes = _apply_added(draft, s, event, at)
     elif isinstance(event, ConversationUpdated):
-        s = replace(
-            s,
-            title=event.title if event.title is not None else s.title,
-            title_explicit=s.title_explicit or event.title is not None,
-            metadata=event.metadata if event.metadata is not None else s.metadata,
-        )
+        changes = {
+            "title": event.title if event.title is not None else s.title,
+            "title_explicit": s.title_explicit or event.title is not None,
+            "metadata": event.metadata if event.metadata is not None else s.metadata,
+        }
     elif isinstance(event, MessageRemoved):
-        s = _apply_removed(draft, s, event)
+        changes = _apply_removed(draft, s, event)
     elif isinstance(event, Deleted):
-        s = replace(s, deleted=True)
-    draft.state = replace(s, version=s.version + 1, updated_at=at)
+        changes = {"deleted": True}
+    draft.state = replace(s, version=s.version + 1, updated_at=at, **changes)
 
 
-def _apply_added(
-    draft: _Draft, s: ConversationState, e: MessageAdded, at: datetime | None
-) -> ConversationState:
+def _apply_added(draft: _Draft, s: ConversationState, e: MessageAdded, at: datetime | None) -> dict[str, Any]:
     seq = s.last_seq + 1
     draft.messages[e.message_id] = Message(
         message_id=e.message_id,
@@ -326,13 +325,13 @@ def _apply_added(
     title = s.title
     if title is None and not s.title_explicit and e.role == "user":
         title = derive_title(e.content)
-    return replace(s, last_seq=seq, message_count=s.message_count + 1, last_message_at=at, title=title)
+    return {"last_seq": seq, "message_count": s.message_count + 1, "last_message_at": at, "title": title}
 
 
-def _apply_removed(draft: _Draft, s: ConversationState, e: MessageRemoved) -> ConversationState:
+def _apply_removed(draft: _Draft, s: ConversationState, e: MessageRemoved) -> dict[str, Any]:
     message = draft.messages.pop(e.message_id, None)
     if message is None:
-        return s
+        return {}
     for call in message.tool_calls or ():
         draft.tool_calls.pop(call.id, None)
     tcid = message.tool_call_id
@@ -343,4 +342,4 @@ def _apply_removed(draft: _Draft, s: ConversationState, e: MessageRemoved) -> Co
     ):
         # Taking an answer out of the history reopens its call, so the agent can answer it again.
         draft.tool_calls[tcid] = replace(ref, answer_message_id=None)
-    return replace(s, message_count=s.message_count - 1)
+    return {"message_count": s.message_count - 1}

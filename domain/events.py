@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
@@ -41,7 +41,7 @@ class ConversationStarted(DomainEvent):
     conversation_id: str
     user_id: str
     title: str | None = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class MessageAdded(DomainEvent):
@@ -53,7 +53,7 @@ class MessageAdded(DomainEvent):
     tool_calls: tuple[ToolCall, ...] | None = None
     tool_call_id: str | None = None
     token_count: int | None = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
     raw: Any = None
 
 

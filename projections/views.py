@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from chatledger.domain import Role, ToolCall
 
@@ -38,7 +38,7 @@ class MessageView(_View):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     token_count: int | None = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
     raw: Any = None
     created_at: datetime
 
