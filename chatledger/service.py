@@ -58,9 +58,13 @@ from chatledger.settings import Settings
 
 from .idempotency import IdempotencyConflict, IdempotencyStore, command_digest, derived_id
 from .live import LiveHub
-from .reads import LedgerReads, VersionNotFound, event_view, parse_id, to_domain
+from .reads import LedgerReads, VersionNotFound, event_view, parse_id
 
 Order = Literal["asc", "desc"]
+
+
+Decision = tuple[ConversationState | None, Sequence[DomainEvent]]
+"""The state a command was decided on and the domain events it produced."""
 
 
 class ChatLedger(LedgerReads):
@@ -173,17 +177,18 @@ class ChatLedger(LedgerReads):
             m.model_copy(update={"id": parse_id(m.id, f"messages[{i}].id")}) if m.id is not None else m
             for i, m in enumerate(parsed)
         )
-        result, decided_on = await self._execute_on(
+        result, decision = await self._execute_on(
             cid, AddMessages(user_id, parsed), user_id, expected=expected_version, key=idempotency_key
         )
         ids = [e.data["message_id"] for e in result.events]
-        if result.replayed or decided_on is None:
+        if result.replayed or decision is None:
             async with self.sql.connect() as conn:
                 rows = await q.messages_by_id(conn, cid, ids)
         else:
             # The state the command was decided on plus its events gives each message's seq and time,
             # so the answer needs no further read.
-            after = replay(((to_domain(e), e.recorded_at) for e in result.events), decided_on)
+            state, decided = decision
+            after = replay(zip(decided, (e.recorded_at for e in result.events), strict=True), state)
             rows = [after.messages[i] for i in ids] if after is not None else []
         return AddedMessages(data=[q.message_view(cid, m) for m in rows], version=result.version)
 
@@ -268,9 +273,10 @@ class ChatLedger(LedgerReads):
         expected: int | None = None,
         partition: str | None = None,
         key: str | None = None,
-    ) -> tuple[AppendResult, ConversationState | None]:
-        """Decide `command` under the stream lock and append; also returns the state it was decided on."""
-        decided: list[ConversationState | None] = [None]
+    ) -> tuple[AppendResult, Decision | None]:
+        """Decide `command` under the stream lock and append; also returns the state it was decided on
+        and the domain events decided (None when an earlier identical request is answered)."""
+        decided: list[Decision] = []
         digest = command_digest(command) if key else None
         if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
             return earlier, None
@@ -289,13 +295,13 @@ class ChatLedger(LedgerReads):
                 return derived_id(user_id, key, cid, "message", next(counter)) if key else str(uuid.uuid4())
 
             events = decide(state, command, ids, self.limits)
-            decided[0] = state
+            decided[:] = [(state, events)]
             return [self._new_event(e, user_id, cid, key, digest, i) for i, e in enumerate(events)]
 
         try:
             prefetch = Prefetch(q.conversation_by_id(), {"cid": cid})
             result = await self.store.append_with(cid, decider, ANY, partition=partition, prefetch=prefetch)
-            return result, decided[0]
+            return result, decided[0] if decided else None
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.
             raise ConversationIdUnavailable(cid) from None
