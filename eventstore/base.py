@@ -11,7 +11,12 @@ from .upcasting import UpcasterRegistry
 
 
 class StreamContext(Protocol):
-    """What a decider sees inside an append transaction, with the stream locked."""
+    """What a decider sees: the stream head, and a connection to read the caller's own tables.
+
+    Usually the stream is locked while the decider runs. On PostgreSQL an append of one event to an
+    existing stream with `ANY` is first decided optimistically, on one consistent read without the
+    lock, and written only if the stream has not moved since; otherwise the decider runs again. So a
+    decider must be free of side effects beyond the events it returns."""
 
     @property
     def stream(self) -> StreamInfo | None:
@@ -45,8 +50,10 @@ class InlineProjection(Protocol):
 class WriteFragment(NamedTuple):
     """Common table expressions (`name AS (...), ...`) to run inside the store's insert statement,
     so events and their read-model rows are written in one round trip. Data-modifying CTEs run
-    whether or not anything reads them. `ctes` must be one of a few constant texts (each is compiled
-    once); its names (CTEs and `:params`) must not start with `es_`, which the store keeps for its own."""
+    whether or not anything reads them, so each write must be gated on `EXISTS (SELECT FROM es_ev)`
+    (the store's insert, which writes nothing when an optimistic append finds the stream moved).
+    `ctes` must be one of a few constant texts (each is compiled once); its names (CTEs and
+    `:params`) must not start with `es_`, which the store keeps for its own."""
 
     ctes: str
     params: Mapping[str, Any]
@@ -110,8 +117,9 @@ class EventStore(abc.ABC):
         prefetch: Any = None,
     ) -> AppendResult:
         """Lock `stream_id`, call `decide(context)` to produce the events, then append them as
-        `append` does, in one transaction. Exceptions from `decide` roll everything back and
-        propagate unchanged. An empty sequence from `decide` writes nothing and returns an
+        `append` does, in one transaction (or optimistically: see `StreamContext`; `decide` may then
+        run more than once, and only its last result is written). Exceptions from `decide` roll
+        everything back and propagate unchanged. An empty sequence from `decide` writes nothing and returns an
         `AppendResult` with no events at the current version. `prefetch`: a read of the caller's
         own tables that `decide` needs, run under the lock and handed over as `context.prefetched`
         (SQL stores take a `sql.Prefetch`)."""

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -292,14 +292,7 @@ class SqlEventStore(EventStore):
         try:
             await self._write(conn, head, recorded, fragments)
         except sa_exc.IntegrityError as exc:
-            text = f"{exc.orig} {getattr(exc.orig, '__cause__', '')}"
-            if "event_id" in text:
-                raise _IdTaken(new) from exc
-            table = getattr(getattr(exc.orig, "__cause__", None), "table_name", None)
-            if table is not None and table not in (events.name, streams.name):
-                raise  # a write fragment's own table: the projection's error, not a conflict
-            # Only a writer outside this process's locks can take our versions or positions.
-            raise WrongExpectedVersion(stream_id, head.version, -1) from exc
+            classify_integrity_error(exc, stream_id, head.version, new)
 
     async def _replayed(
         self, conn: AsyncConnection, stream_id: str, new: Sequence[NewEvent]
@@ -398,3 +391,17 @@ def _verify_batch(stream_id: str | None, last: tuple[str, int] | None) -> sa.Sel
             > sa.tuple_(sa.literal(last[0]), sa.literal(last[1]))
         )
     return query.order_by(events.c.stream_id, events.c.stream_version).limit(VERIFY_BATCH)
+
+
+def classify_integrity_error(
+    exc: sa_exc.IntegrityError, stream_id: str, version: int, new: Sequence[NewEvent]
+) -> NoReturn:
+    """What an integrity error of an append's insert means."""
+    text = f"{exc.orig} {getattr(exc.orig, '__cause__', '')}"
+    if "event_id" in text:
+        raise _IdTaken(new) from exc
+    table = getattr(getattr(exc.orig, "__cause__", None), "table_name", None)
+    if table is not None and table not in (events.name, streams.name):
+        raise exc  # a write fragment's own table: the projection's error, not a conflict
+    # Only a writer outside this process's locks can take our versions or positions.
+    raise WrongExpectedVersion(stream_id, version, -1) from exc

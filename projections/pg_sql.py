@@ -24,14 +24,16 @@ from .schema import ReadTables
 @cache
 def message_added(t: ReadTables) -> sa.TextClause:
     """One round trip for a batch of `MessageAdded` events of one stream (see `message_added_params`)."""
-    return sa.text(f"WITH {message_added_ctes(t)}\nSELECT last_seq FROM c")
+    return sa.text(f"WITH {message_added_ctes(t, fused=False)}\nSELECT last_seq FROM c")
 
 
 @cache
-def message_added_ctes(t: ReadTables) -> str:
-    """`message_added` as common table expressions, for the event store's insert statement (the
-    inline projection's `write_fragment`)."""
+def message_added_ctes(t: ReadTables, *, fused: bool = True) -> str:
+    """`message_added` as common table expressions. `fused`: for the event store's insert statement
+    (the inline projection's `write_fragment`), writing only when the store's `es_ev` wrote the
+    events (its optimistic append writes nothing when the stream moved)."""
     c, m, tc = (f'"{x.name}"' for x in t.all())
+    gate = "AND EXISTS (SELECT FROM es_ev)" if fused else ""
     return f"""
         c AS (
             UPDATE {c} SET version = :version, updated_at = :at, last_message_at = :at,
@@ -39,7 +41,7 @@ def message_added_ctes(t: ReadTables) -> str:
                 tool_call_count = tool_call_count + :opened,
                 title = CASE WHEN CAST(:derived AS text) IS NULL OR title_explicit OR title IS NOT NULL
                              THEN title ELSE CAST(:derived AS text) END
-            WHERE id = :cid
+            WHERE id = :cid {gate}
             RETURNING last_seq, user_id
         ), m AS (
             INSERT INTO {m} (conversation_id, seq, message_id, user_id, role, content, name, tool_calls,
