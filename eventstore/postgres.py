@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -281,8 +282,8 @@ _OPTIMISTIC = """
     FROM es_ev AS e
 """
 _OPTIMISTIC_STATEMENTS: dict[tuple[str, ...], DriverStatement] = {}
-OPTIMISTIC_TRIES = 3
-"""Optimistic attempts before an append takes the lock first (a contended stream gets there)."""
+CONTENDED_SECONDS = 1.0
+"""How long a stream that moved under an optimistic append is appended to under the lock instead."""
 _MARK = -7_777_777_777_777_777
 _MARK_TEXT = f'"global_position":{_MARK}'
 
@@ -409,15 +410,31 @@ class PostgresEventStore(SqlEventStore):
         # write fragments (every `add_messages` of one message) is decided without the lock and written
         # by one autocommit statement: 2 round trips instead of 4, and the stream is locked for one
         # statement only. It writes only if the stream has not moved since the decision; otherwise it
-        # decides again, and after OPTIMISTIC_TRIES takes the locked path like every other append.
-        if expected is ANY:
-            for _ in range(OPTIMISTIC_TRIES):
-                outcome = await self._append_optimistic(guard, stream_id, decide, partition, prefetch)
-                if outcome is _Skip.INELIGIBLE:
-                    break
-                if outcome is not _Skip.MOVED:
-                    return outcome
+        # takes the locked path like every other append (and keeps to it for a while: `_is_contended`).
+        if expected is ANY and not self._is_contended(stream_id):
+            outcome = await self._append_optimistic(guard, stream_id, decide, partition, prefetch)
+            if outcome is _Skip.MOVED:
+                if len(self._contended) >= 4096:
+                    self._contended.clear()  # a bound, not an LRU: losing the hints only costs a retry
+                self._contended[stream_id] = time.monotonic()
+            elif outcome is not _Skip.INELIGIBLE:
+                return outcome
         return await super()._append(guard, stream_id, decide, expected, partition, prefetch)
+
+    def _is_contended(self, stream_id: str) -> bool:
+        """A stream that moved under an optimistic append in the last CONTENDED_SECONDS takes the lock
+        first: on a hot stream optimism only wastes a read and a decision per append."""
+        seen = self._contended.get(stream_id)
+        if seen is None:
+            return False
+        if time.monotonic() - seen < CONTENDED_SECONDS:
+            return True
+        del self._contended[stream_id]
+        return False
+
+    @functools.cached_property
+    def _contended(self) -> dict[str, float]:
+        return {}
 
     async def _append_optimistic(
         self, guard: Guard, stream_id: str, decide: Decider, partition: str | None, prefetch: Prefetch | None
