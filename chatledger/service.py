@@ -300,7 +300,12 @@ class ChatLedger(LedgerReads):
 
         try:
             prefetch = Prefetch(q.conversation_by_id(), {"cid": cid})
-            result = await self.store.append_with(cid, decider, ANY, partition=partition, prefetch=prefetch)
+            # Only a one-message add can be a single-event append (see StreamContext); for the rest
+            # the optimistic read would be wasted.
+            single = isinstance(command, AddMessages) and len(command.messages) == 1
+            result = await self.store.append_with(
+                cid, decider, ANY, partition=partition, prefetch=prefetch, optimistic=single
+            )
             return result, decided[0] if decided else None
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.

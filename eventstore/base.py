@@ -53,7 +53,9 @@ class WriteFragment(NamedTuple):
     whether or not anything reads them, so each write must be gated on `EXISTS (SELECT FROM es_ev)`
     (the store's insert, which writes nothing when an optimistic append finds the stream moved).
     `ctes` must be one of a few constant texts (each is compiled once); its names (CTEs and
-    `:params`) must not start with `es_`, which the store keeps for its own."""
+    `:params`) must not start with `es_`, which the store keeps for its own. The events handed to
+    `write_fragment` carry their final versions, data and times, but on PostgreSQL's optimistic path
+    a placeholder `global_position` and an empty `hash` (both are computed inside the statement)."""
 
     ctes: str
     params: Mapping[str, Any]
@@ -115,6 +117,7 @@ class EventStore(abc.ABC):
         *,
         partition: str | None = None,
         prefetch: Any = None,
+        optimistic: bool = True,
     ) -> AppendResult:
         """Lock `stream_id`, call `decide(context)` to produce the events, then append them as
         `append` does, in one transaction (or optimistically: see `StreamContext`; `decide` may then
@@ -122,7 +125,8 @@ class EventStore(abc.ABC):
         everything back and propagate unchanged. An empty sequence from `decide` writes nothing and returns an
         `AppendResult` with no events at the current version. `prefetch`: a read of the caller's
         own tables that `decide` needs, run under the lock and handed over as `context.prefetched`
-        (SQL stores take a `sql.Prefetch`)."""
+        (SQL stores take a `sql.Prefetch`). `optimistic=False` takes the lock first: for callers
+        that know the decision will not be a single event, whose optimistic read would be wasted."""
 
     @abc.abstractmethod
     async def read_stream(

@@ -81,6 +81,7 @@ class MemoryEventStore(EventStore):
         *,
         partition: str | None = None,
         prefetch: Any = None,
+        optimistic: bool = True,
     ) -> AppendResult:
         async with self._locks.setdefault(stream_id, asyncio.Lock()):
             stream = self._streams.get(stream_id)

@@ -405,13 +405,14 @@ class PostgresEventStore(SqlEventStore):
         expected: Expected,
         partition: str | None,
         prefetch: Prefetch | None,
+        optimistic: bool = False,
     ) -> AppendResult:
         # An append of one event to an existing stream, with ANY, whose inline projections all offer
         # write fragments (every `add_messages` of one message) is decided without the lock and written
         # by one autocommit statement: 2 round trips instead of 4, and the stream is locked for one
         # statement only. It writes only if the stream has not moved since the decision; otherwise it
         # takes the locked path like every other append (and keeps to it for a while: `_is_contended`).
-        if expected is ANY and not self._is_contended(stream_id):
+        if optimistic and expected is ANY and not self._is_contended(stream_id):
             outcome = await self._append_optimistic(guard, stream_id, decide, partition, prefetch)
             if outcome is _Skip.MOVED:
                 if len(self._contended) >= 4096:
@@ -419,7 +420,7 @@ class PostgresEventStore(SqlEventStore):
                 self._contended[stream_id] = time.monotonic()
             elif outcome is not _Skip.INELIGIBLE:
                 return outcome
-        return await super()._append(guard, stream_id, decide, expected, partition, prefetch)
+        return await super()._append(guard, stream_id, decide, expected, partition, prefetch, optimistic)
 
     def _is_contended(self, stream_id: str) -> bool:
         """A stream that moved under an optimistic append in the last CONTENDED_SECONDS takes the lock

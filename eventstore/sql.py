@@ -221,11 +221,14 @@ class SqlEventStore(EventStore):
         *,
         partition: str | None = None,
         prefetch: Prefetch | None = None,
+        optimistic: bool = True,
     ) -> AppendResult:
         guard = self._guard()
         with guard:
             try:
-                result = await self._append(guard, stream_id, decide, expected_version, partition, prefetch)
+                result = await self._append(
+                    guard, stream_id, decide, expected_version, partition, prefetch, optimistic
+                )
             except _IdTaken as taken:
                 new: Sequence[NewEvent] = taken.args[0]
                 async with self._reading() as conn:
@@ -243,6 +246,7 @@ class SqlEventStore(EventStore):
         expected: Expected,
         partition: str | None,
         prefetch: Prefetch | None,
+        optimistic: bool = False,
     ) -> AppendResult:
         async with self._writing() as conn:
             head = await self._lock_stream(conn, stream_id, partition or "", prefetch)
@@ -397,11 +401,11 @@ def classify_integrity_error(
     exc: sa_exc.IntegrityError, stream_id: str, version: int, new: Sequence[NewEvent]
 ) -> NoReturn:
     """What an integrity error of an append's insert means."""
-    text = f"{exc.orig} {getattr(exc.orig, '__cause__', '')}"
-    if "event_id" in text:
-        raise _IdTaken(new) from exc
     table = getattr(getattr(exc.orig, "__cause__", None), "table_name", None)
     if table is not None and table not in (events.name, streams.name):
         raise exc  # a write fragment's own table: the projection's error, not a conflict
+    text = f"{exc.orig} {getattr(exc.orig, '__cause__', '')}"
+    if "event_id" in text:
+        raise _IdTaken(new) from exc
     # Only a writer outside this process's locks can take our versions or positions.
     raise WrongExpectedVersion(stream_id, version, -1) from exc

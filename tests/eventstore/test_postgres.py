@@ -11,7 +11,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chatledger.eventstore import EventStore, EventStoreError, RecordedEvent, StoreUnavailable, WriteFragment
+from chatledger.eventstore import (
+    DuplicateEvent,
+    EventStore,
+    EventStoreError,
+    RecordedEvent,
+    StoreUnavailable,
+    WriteFragment,
+)
 from chatledger.eventstore.factory import create_engine_for, open_store
 from chatledger.eventstore.postgres import TX_SLOTS, PostgresEventStore
 
@@ -76,16 +83,16 @@ class MarkerProjection:
             VALUES (CAST(:marker_id AS text), CAST(:marker_version AS bigint), now())
         )"""
 
-    def __init__(self, version: int = 0) -> None:
+    def __init__(self, version: int = 0, name: str | None = None) -> None:
         self.version = version
+        self.name = name
         self.applied: list[str] = []
 
     def write_fragment(self, dialect: str, events: Sequence[RecordedEvent]) -> WriteFragment | None:
         if events[0].type == "Unfused":
             return None
-        return WriteFragment(
-            self.MARK, {"marker_id": f"mark-{events[0].event_id}", "marker_version": self.version}
-        )
+        name = self.name or f"mark-{events[0].event_id}"
+        return WriteFragment(self.MARK, {"marker_id": name, "marker_version": self.version})
 
     async def apply(self, tx: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
         self.applied.append(events[0].type)
@@ -116,6 +123,17 @@ async def test_write_fragments_run_in_the_insert_statement_and_fail_with_it(clea
             await broken.append("s", batch(1))
         assert [e.stream_version for e in await store.read_stream("s")] == [1, 2, 3]
         assert await _marks(engine) == marked + 1
+
+        # A fragment's own conflict is its error, even when its text names an event_id; on both
+        # the locked (a batch) and the optimistic (one event) path.
+        clash = PostgresEventStore(engine, inline_projections=[MarkerProjection(name="mark-event_id")])
+        await clash.append("s", batch(1))
+        for events in (batch(2), batch(1)):
+            with pytest.raises(EventStoreError, match="duplicate key") as caught:
+                await clash.append("s", events)
+            assert not isinstance(caught.value, DuplicateEvent)
+        assert [e.stream_version for e in await store.read_stream("s")] == [1, 2, 3, 4]
+        assert await _marks(engine) == marked + 2
         assert (await store.verify("s")).ok
     finally:
         await engine.dispose()
