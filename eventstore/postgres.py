@@ -303,6 +303,13 @@ class _Skip(Enum):
 
 
 _LOCK_AND_READ_SQL = _lock_and_read()
+# Rebuilds and subscriptions read the log through this: asyncpg directly (records in table order).
+_READ_ALL_SQL = driver_statement(
+    sa.select(events)
+    .where(events.c.global_position > sa.bindparam("after"), events.c.tx_id < _WATERMARK)
+    .order_by(events.c.global_position)
+    .limit(sa.bindparam("limit"))
+)
 _READ_HEAD_SQL = _lock_and_read(locked=False)
 
 
@@ -571,15 +578,10 @@ class PostgresEventStore(SqlEventStore):
         return translate_common(exc)
 
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        query = (
-            sa.select(events)
-            .where(events.c.global_position > after, events.c.tx_id < _WATERMARK)
-            .order_by(events.c.global_position)
-            .limit(limit)
-        )
         with self._guard():
             async with self._reading() as conn:
-                return self._out((await conn.execute(query)).all())
+                rows = await driver_fetch(conn, _READ_ALL_SQL, {"after": after, "limit": limit})
+        return self._out(rows)
 
     async def head_position(self) -> int:
         query = sa.select(sa.func.coalesce(sa.func.max(events.c.global_position), 0)).where(

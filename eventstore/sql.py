@@ -8,7 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
@@ -114,22 +114,23 @@ def translate_common(exc: BaseException) -> EventStoreError | None:
     return None
 
 
-def row_to_event(row: sa.Row[Any]) -> RecordedEvent:
-    """A stored row, raw (not upcast). SQLite hands back naive datetimes: they are UTC."""
-    at: datetime = row.recorded_at
+def row_to_event(row: Sequence[Any]) -> RecordedEvent:
+    """A stored row of `select(events, ...)` (a SQLAlchemy row or an asyncpg record: the columns in
+    table order come first), raw (not upcast). SQLite hands back naive datetimes: they are UTC."""
+    position, event_id, stream_id, version, partition, type_, schema, data, meta, at, prev, digest = row[:12]
     return RecordedEvent(
-        event_id=row.event_id,
-        stream_id=row.stream_id,
-        stream_version=row.stream_version,
-        global_position=row.global_position,
-        partition=row.partition,
-        type=row.type,
-        schema_version=row.schema_version,
-        data=row.data,
-        metadata=row.metadata,
-        recorded_at=at if at.tzinfo else at.replace(tzinfo=UTC),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
+        event_id,
+        stream_id,
+        version,
+        position,
+        partition,
+        type_,
+        schema,
+        data,
+        meta,
+        at if at.tzinfo else at.replace(tzinfo=UTC),
+        prev,
+        digest,
     )
 
 
@@ -318,7 +319,7 @@ class SqlEventStore(EventStore):
         query = sa.select(events).where(events.c.event_id.in_(ids)).order_by(events.c.global_position)
         return [row_to_event(row) for row in await conn.execute(query)]
 
-    def _out(self, rows: Sequence[sa.Row[Any]]) -> list[RecordedEvent]:
+    def _out(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
         return [upcast(self.upcasters, row_to_event(row)) for row in rows]
 
     async def read_stream(

@@ -98,14 +98,24 @@ def message_added_params(
         "contents": [d.get("content") for d in data],
         "names": [d.get("name") for d in data],
         # sa.JSON without none_as_null stores a missing list as JSON null, `raw` as SQL NULL: keep both.
-        "tool_calls": [json.dumps(d.get("tool_calls")) for d in data],
+        "tool_calls": [_json(d.get("tool_calls")) for d in data],
         "tool_call_ids": [d.get("tool_call_id") for d in data],
         "token_counts": [d.get("token_count") for d in data],
-        "metadatas": [json.dumps(d.get("metadata") or {}) for d in data],
-        "raws": [None if d.get("raw") is None else json.dumps(d["raw"]) for d in data],
+        "metadatas": [_json(d.get("metadata") or {}) for d in data],
+        "raws": [None if d.get("raw") is None else _json(d["raw"]) for d in data],
         "created_ats": [e.recorded_at for e in batch],
         "call_ids": [c for c, _ in calls],
         "call_assistants": [a for _, a in calls],
         "answer_calls": [c for c, _ in answers],
         "answer_ids": [a for _, a in answers],
     }
+
+
+def _json(value: Any) -> str:
+    # Most messages carry no tool calls and no metadata: skip the encoder for those (a rebuild
+    # encodes two of these per message).
+    if value is None:
+        return "null"
+    if isinstance(value, dict) and not value:
+        return "{}"
+    return json.dumps(value)
