@@ -123,6 +123,27 @@ async def driver_fetch(
         raise mapped from cause
 
 
+async def driver_executemany(
+    conn: AsyncConnection, stmt: DriverStatement, param_sets: Sequence[Mapping[str, Any]]
+) -> None:
+    """`driver_fetch` for many parameter sets of one statement, pipelined by asyncpg in one network
+    round trip (no results)."""
+    sync = conn.sync_connection
+    if sync is not None and not sync.invalidated and not sync.closed:
+        fairy = sync.connection
+    else:
+        fairy = await conn.get_raw_connection()
+    adapted: Any = fairy.dbapi_connection
+    rows = [[params[n] if n in params else stmt.defaults[n] for n in stmt.names] for params in param_sets]
+    try:
+        if not adapted._started:
+            await adapted._start_transaction()
+        await adapted._connection.executemany(stmt.sql, rows)
+    except Exception as error:
+        mapped, cause = await _as_sqlalchemy_error(conn, adapted, stmt.sql, error)
+        raise mapped from cause
+
+
 async def _as_sqlalchemy_error(
     conn: AsyncConnection, adapted: Any, sql: str, error: Exception
 ) -> tuple[BaseException, BaseException | None]:

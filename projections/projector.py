@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatledger.domain import derive_title
 from chatledger.eventstore import RecordedEvent, WriteFragment
-from chatledger.eventstore.postgres import driver_fetch
+from chatledger.eventstore.postgres import driver_executemany, driver_fetch
 
 from . import pg_sql
 from .schema import LIVE, ReadTables
@@ -29,12 +29,29 @@ class ConversationProjector:
         self.t = tables
 
     async def apply(self, tx: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
+        # On PostgreSQL the MessageAdded statements of different streams (a rebuild's batch holds
+        # dozens) are pipelined in one round trip; they are sent before any other run is handled, so
+        # each stream still sees its own events in order.
+        pending: list[dict[str, Any]] = []
+        pipelined = tx.dialect.name == "postgresql"
         for stream_id, group in groupby(events, key=lambda e: e.stream_id):
             for type_, run in groupby(group, key=lambda e: e.type):
                 batch = list(run)
+                if pipelined and type_ == "MessageAdded":
+                    pending.append(pg_sql.message_added_params(stream_id, batch, _derived_title(batch)))
+                    continue
                 handler = getattr(self, f"_on_{type_}", None)
                 if handler is not None:
+                    await self._flush(tx, pending)
                     await handler(tx, stream_id, batch)
+        await self._flush(tx, pending)
+
+    async def _flush(self, tx: AsyncConnection, pending: list[dict[str, Any]]) -> None:
+        if len(pending) == 1:
+            await driver_fetch(tx, pg_sql.message_added_driver(self.t), pending[0])
+        elif pending:
+            await driver_executemany(tx, pg_sql.message_added_driver(self.t), pending)
+        pending.clear()
 
     def write_fragment(self, dialect: str, events: Sequence[RecordedEvent]) -> WriteFragment | None:
         """On PostgreSQL, a batch of `MessageAdded` events of one stream (every `add_messages`) is
