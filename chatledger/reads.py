@@ -127,13 +127,15 @@ class LedgerReads:
                 data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=state.version
             )
         async with self.sql.connect() as conn:
-            found = await q.owned_message_views(
+            found = await q.owned_rows(
                 conn, cid, user_id, limit=limit, before=before, after=after, order=order
             )
         if found is None:
             raise ConversationNotFound(cid)
-        version, views, more = found
-        return MessagePage.model_construct(data=views, has_more=more, order=order, version=version)
+        version, rows, more = found
+        return MessagePage.model_construct(
+            data=q.message_views(rows), has_more=more, order=order, version=version
+        )
 
     async def get_context(
         self,

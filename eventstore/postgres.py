@@ -31,10 +31,10 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -51,6 +51,7 @@ from .recording import CommitSignal, DecideContext, follow, resolve_partition, u
 from .schema import events, streams
 from .sql import Guard, Prefetch, SqlEventStore, StreamHead, classify_integrity_error, translate_common
 
+T = TypeVar("T")
 CHANNEL = "chatledger_events"
 TX_SLOTS = 65536
 
@@ -106,21 +107,9 @@ async def driver_fetch(
     processing, greenlet hop). Driver errors come out as the same `sqlalchemy.exc.DBAPIError`
     subclasses (same `orig`, same `__cause__`) an `execute` would raise, and a lost connection is
     invalidated the same way."""
-    sync = conn.sync_connection
-    if sync is not None and not sync.invalidated and not sync.closed:
-        fairy = sync.connection
-    else:
-        fairy = await conn.get_raw_connection()
-    adapted: Any = fairy.dbapi_connection
-    args = [params[n] if n in params else stmt.defaults[n] for n in stmt.names]
-    try:
-        if not adapted._started:
-            await adapted._start_transaction()
-        result: list[asyncpg.Record] = await adapted._connection.fetch(stmt.sql, *args)
-        return result
-    except Exception as error:
-        mapped, cause = await _as_sqlalchemy_error(conn, adapted, stmt.sql, error)
-        raise mapped from cause
+    args = _args(stmt, params)
+    result: list[asyncpg.Record] = await _on_driver(conn, stmt, lambda c: c.fetch(stmt.sql, *args))
+    return result
 
 
 async def driver_executemany(
@@ -128,17 +117,27 @@ async def driver_executemany(
 ) -> None:
     """`driver_fetch` for many parameter sets of one statement, pipelined by asyncpg in one network
     round trip (no results)."""
+    rows = [_args(stmt, params) for params in param_sets]
+    await _on_driver(conn, stmt, lambda c: c.executemany(stmt.sql, rows))
+
+
+def _args(stmt: DriverStatement, params: Mapping[str, Any]) -> list[Any]:
+    return [params[n] if n in params else stmt.defaults[n] for n in stmt.names]
+
+
+async def _on_driver(
+    conn: AsyncConnection, stmt: DriverStatement, call: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
     sync = conn.sync_connection
     if sync is not None and not sync.invalidated and not sync.closed:
         fairy = sync.connection
     else:
         fairy = await conn.get_raw_connection()
     adapted: Any = fairy.dbapi_connection
-    rows = [[params[n] if n in params else stmt.defaults[n] for n in stmt.names] for params in param_sets]
     try:
         if not adapted._started:
             await adapted._start_transaction()
-        await adapted._connection.executemany(stmt.sql, rows)
+        return await call(adapted._connection)
     except Exception as error:
         mapped, cause = await _as_sqlalchemy_error(conn, adapted, stmt.sql, error)
         raise mapped from cause
@@ -260,15 +259,16 @@ _WRITE = """
     ){fragments}
     SELECT pg_notify(:es_channel, CAST(:es_last_position AS text))
 """
-_WRITES: dict[tuple[str, ...], DriverStatement] = {}
+_SPLICED: dict[tuple[str, tuple[str, ...]], DriverStatement] = {}
 
 
-def _write_statement(fragments: Sequence[WriteFragment]) -> DriverStatement:
-    key = tuple(f.ctes for f in fragments)
-    found = _WRITES.get(key)
+def _spliced(template: str, fragments: Sequence[WriteFragment]) -> DriverStatement:
+    """`template` (`_WRITE` or `_OPTIMISTIC`) with the fragments' CTEs in place, compiled once."""
+    key = (template, tuple(f.ctes for f in fragments))
+    found = _SPLICED.get(key)
     if found is None:
-        text = _WRITE.replace("{fragments}", "".join(f",\n{ctes}" for ctes in key))
-        found = _WRITES[key] = driver_statement(sa.text(text))
+        text = template.replace("{fragments}", "".join(f",\n{ctes}" for ctes in key[1]))
+        found = _SPLICED[key] = driver_statement(sa.text(text))
     return found
 
 
@@ -302,20 +302,10 @@ _OPTIMISTIC = """
     SELECT e.global_position, e.hash, pg_notify(CAST(:es_channel AS text), CAST(e.global_position AS text))
     FROM es_ev AS e
 """
-_OPTIMISTIC_STATEMENTS: dict[tuple[str, ...], DriverStatement] = {}
 CONTENDED_SECONDS = 1.0
 """How long a stream that moved under an optimistic append is appended to under the lock instead."""
 _MARK = -7_777_777_777_777_777
 _MARK_TEXT = f'"global_position":{_MARK}'
-
-
-def _optimistic_statement(fragments: Sequence[WriteFragment]) -> DriverStatement:
-    key = tuple(f.ctes for f in fragments)
-    found = _OPTIMISTIC_STATEMENTS.get(key)
-    if found is None:
-        text = _OPTIMISTIC.replace("{fragments}", "".join(f",\n{ctes}" for ctes in key))
-        found = _OPTIMISTIC_STATEMENTS[key] = driver_statement(sa.text(text))
-    return found
 
 
 class _Skip(Enum):
@@ -524,7 +514,7 @@ class PostgresEventStore(SqlEventStore):
             for fragment in fragments:
                 params.update(fragment.params)
             try:
-                written = await driver_fetch(conn, _optimistic_statement(fragments), params)
+                written = await driver_fetch(conn, _spliced(_OPTIMISTIC, fragments), params)
             except sa_exc.IntegrityError as exc:
                 classify_integrity_error(exc, stream_id, version, new)
         if not written:
@@ -581,7 +571,7 @@ class PostgresEventStore(SqlEventStore):
         }
         for fragment in fragments:
             params.update(fragment.params)
-        await driver_fetch(conn, _write_statement(fragments), params)
+        await driver_fetch(conn, _spliced(_WRITE, fragments), params)
 
     def _translate(self, exc: BaseException) -> EventStoreError | None:
         if isinstance(exc, _DRIVER_UNAVAILABLE):

@@ -252,27 +252,6 @@ async def owned_rows(
     return version, page, len(found) > limit
 
 
-async def owned_message_views(
-    conn: AsyncConnection,
-    conversation_id: str,
-    user_id: str,
-    *,
-    limit: int,
-    before: int | None = None,
-    after: int | None = None,
-    order: Order = "asc",
-    t: ReadTables = LIVE,
-) -> tuple[int, list[MessageView], bool] | None:
-    """`owned_rows` as views."""
-    found = await owned_rows(
-        conn, conversation_id, user_id, limit=limit, before=before, after=after, order=order, t=t
-    )
-    if found is None:
-        return None
-    version, rows, more = found
-    return version, message_views(rows), more
-
-
 async def messages_by_id(
     conn: AsyncConnection, conversation_id: str, message_ids: Sequence[str], t: ReadTables = LIVE
 ) -> list[Message]:
