@@ -96,11 +96,8 @@ class ConversationProjector:
         )
 
     async def _on_MessageAdded(self, tx: AsyncConnection, stream_id: str, batch: list[RecordedEvent]) -> None:
+        # The generic path (SQLite). PostgreSQL runs pg_sql.message_added instead (see `apply`).
         derived = _derived_title(batch)
-        if tx.dialect.name == "postgresql":
-            params = pg_sql.message_added_params(stream_id, batch, derived)
-            await driver_fetch(tx, pg_sql.message_added_driver(self.t), params)
-            return
         c = self.t.conversations
         n = len(batch)
         last = batch[-1]
