@@ -19,9 +19,11 @@ transaction id and read only below a watermark:
 
 Appends serialise per stream on a transaction-level advisory lock keyed by the stream id (taken
 before the transaction has an xid, so xids, hence positions, follow version order within a stream),
-never globally; the common case of an existing stream costs BEGIN, the lock, one SELECT (which also
-returns the last hash and the xid), one statement that inserts the events, moves the stream version
-and NOTIFYs, and COMMIT.
+never globally. A locked append to an existing stream costs BEGIN, one statement that takes the lock
+and reads the head (last hash, xid, and the caller's prefetch), one that inserts the events, moves the
+stream, runs the inline projections' write fragments and NOTIFYs, and COMMIT. A single event with ANY
+is first tried optimistically: one read, the decision, and one autocommit statement that does all of
+that under the same advisory lock if the stream has not moved (`_append`).
 """
 
 from __future__ import annotations
