@@ -47,9 +47,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .base import Decider, InlineProjection, WriteFragment
 from .errors import EventStoreError, StoreUnavailable
-from .hashing import canonical_json, envelope_for_hash
+from .hashing import canonical_json
 from .model import ANY, AppendResult, Expected, RecordedEvent, StreamInfo
-from .recording import CommitSignal, DecideContext, follow, resolve_partition, upcast, utc_now
+from .recording import (
+    CommitSignal,
+    DecideContext,
+    envelope_of,
+    follow,
+    resolve_partition,
+    upcast,
+    utc_now,
+)
 from .schema import events, streams
 from .sql import Guard, Prefetch, SqlEventStore, StreamHead, classify_integrity_error, translate_common
 
@@ -336,21 +344,6 @@ async def _last_hash(conn: AsyncConnection, stream_id: str, version: int) -> str
     return str((await conn.execute(query)).scalar_one())
 
 
-def _envelope_fields(e: RecordedEvent) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id,
-        "stream_id": e.stream_id,
-        "stream_version": e.stream_version,
-        "global_position": e.global_position,
-        "type": e.type,
-        "schema_version": e.schema_version,
-        "data": e.data,
-        "metadata": e.metadata,
-        "recorded_at": e.recorded_at,
-        "prev_hash": e.prev_hash,
-    }
-
-
 def _unprefixed(row: asyncpg.Record) -> dict[str, Any]:
     return {key[2:]: value for key, value in row.items() if key.startswith("p_") and key != "p__found"}
 
@@ -494,7 +487,7 @@ class PostgresEventStore(SqlEventStore):
                 hash="",
             )
             fragments, rest = self._fragments([upcast(self.upcasters, draft)])
-            text = canonical_json(envelope_for_hash(**_envelope_fields(draft)))
+            text = canonical_json(envelope_of(draft))
             if rest or text.count(_MARK_TEXT) != 1:
                 return _Skip.INELIGIBLE
             before, after = text.split(_MARK_TEXT)

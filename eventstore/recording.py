@@ -121,6 +121,22 @@ def record_events(
     return out
 
 
+def envelope_of(event: RecordedEvent) -> dict[str, Any]:
+    """The hashed envelope of a stored (or about to be stored) event."""
+    return envelope_for_hash(
+        event_id=event.event_id,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        global_position=event.global_position,
+        type=event.type,
+        schema_version=event.schema_version,
+        data=event.data,
+        metadata=event.metadata,
+        recorded_at=event.recorded_at,
+        prev_hash=event.prev_hash,
+    )
+
+
 async def events_for_replay(
     decide: Callable[[DecideContext], Awaitable[Sequence[NewEvent]]], context: DecideContext
 ) -> Sequence[NewEvent]:
@@ -220,19 +236,7 @@ class ChainVerifier:
             )
             self._break(link)
             return
-        envelope = envelope_for_hash(
-            event_id=event.event_id,
-            stream_id=event.stream_id,
-            stream_version=event.stream_version,
-            global_position=event.global_position,
-            type=event.type,
-            schema_version=event.schema_version,
-            data=event.data,
-            metadata=event.metadata,
-            recorded_at=event.recorded_at,
-            prev_hash=event.prev_hash,
-        )
-        expected = chain_hash(event.prev_hash, envelope)
+        expected = chain_hash(event.prev_hash, envelope_of(event))
         if expected != event.hash:
             link = BrokenLink(
                 event.stream_id,

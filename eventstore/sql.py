@@ -198,8 +198,9 @@ class SqlEventStore(EventStore):
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection on this store's engine for the caller's own tables (read models), with
-        driver errors translated like the store's own (`StoreUnavailable` when the database is gone)."""
+        """A connection on this store's engine to read the caller's own tables (read models), with
+        driver errors translated like the store's own (`StoreUnavailable` when the database is gone).
+        For reads only: on PostgreSQL each statement commits on its own; write through `transaction()`."""
         with self._guard():
             async with self._reading() as conn:
                 yield conn
