@@ -56,6 +56,7 @@ from chatledger.projections.views import (
 )
 from chatledger.settings import Settings
 
+from .heads import RecentHeads
 from .idempotency import IdempotencyConflict, IdempotencyStore, command_digest, derived_id
 from .live import LiveHub
 from .reads import LedgerReads, VersionNotFound, event_view, parse_id
@@ -83,6 +84,7 @@ class ChatLedger(LedgerReads):
         self.live = LiveHub(store)
         self.idempotency = IdempotencyStore(store, timedelta(hours=settings.idempotency_ttl_hours))
         self._run_migrations = run_migrations
+        self._heads = RecentHeads(settings.head_cache_size)
 
     @classmethod
     def open(cls, url: str | None = None, *, settings: Settings | None = None, migrate: bool = True) -> Self:
@@ -177,19 +179,17 @@ class ChatLedger(LedgerReads):
             m.model_copy(update={"id": parse_id(m.id, f"messages[{i}].id")}) if m.id is not None else m
             for i, m in enumerate(parsed)
         )
-        result, decision = await self._execute_on(
+        result, after = await self._execute_on(
             cid, AddMessages(user_id, parsed), user_id, expected=expected_version, key=idempotency_key
         )
         ids = [e.data["message_id"] for e in result.events]
-        if result.replayed or decision is None:
+        if after is None:
             async with self.sql.connect() as conn:
                 rows = await q.messages_by_id(conn, cid, ids)
         else:
             # The state the command was decided on plus its events gives each message's seq and time,
             # so the answer needs no further read.
-            state, decided = decision
-            after = replay(zip(decided, (e.recorded_at for e in result.events), strict=True), state)
-            rows = [after.messages[i] for i in ids] if after is not None else []
+            rows = [after.messages[i] for i in ids]
         return AddedMessages(data=[q.message_view(cid, m) for m in rows], version=result.version)
 
     async def update_conversation(
@@ -273,9 +273,10 @@ class ChatLedger(LedgerReads):
         expected: int | None = None,
         partition: str | None = None,
         key: str | None = None,
-    ) -> tuple[AppendResult, Decision | None]:
-        """Decide `command` under the stream lock and append; also returns the state it was decided on
-        and the domain events decided (None when an earlier identical request is answered)."""
+    ) -> tuple[AppendResult, ConversationState | None]:
+        """Decide `command` under the stream lock and append; also returns the state after the append,
+        folded from the state the command was decided on (None when an earlier identical request is
+        answered, or nothing was appended)."""
         decided: list[Decision] = []
         digest = command_digest(command) if key else None
         if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
@@ -298,23 +299,38 @@ class ChatLedger(LedgerReads):
             decided[:] = [(state, events)]
             return [self._new_event(e, user_id, cid, key, digest, i) for i, e in enumerate(events)]
 
+        prefetch = Prefetch(q.conversation_by_id(), {"cid": cid})
+        # Only a one-message add can be a single-event append (see StreamContext); for the rest
+        # the optimistic read would be wasted.
+        single = isinstance(command, AddMessages) and len(command.messages) == 1
         try:
-            prefetch = Prefetch(q.conversation_by_id(), {"cid": cid})
-            # Only a one-message add can be a single-event append (see StreamContext); for the rest
-            # the optimistic read would be wasted.
-            single = isinstance(command, AddMessages) and len(command.messages) == 1
             result = await self.store.append_with(
-                cid, decider, ANY, partition=partition, prefetch=prefetch, optimistic=single
+                cid,
+                decider,
+                ANY,
+                partition=partition,
+                prefetch=prefetch,
+                optimistic=single,
+                hint=self._heads.get(cid) if single else None,
             )
-            return result, decided[0] if decided else None
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.
             raise ConversationIdUnavailable(cid) from None
         except DuplicateEvent:
             # A duplicate of this keyed request won a race in another process: answer as it was answered.
+            self._heads.forget(cid)
             if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
                 return earlier, None
             raise
+        except BaseException:
+            self._heads.forget(cid)
+            raise
+        after = None
+        if decided and result.events and not result.replayed:
+            state, events = decided[0]
+            after = replay(zip(events, (e.recorded_at for e in result.events), strict=True), state)
+        self._heads.remember(cid, result, after)
+        return result, after
 
     async def _replayed(self, cid: str, user_id: str, key: str, digest: str | None) -> AppendResult | None:
         """The original result of a keyed request already applied, or None."""

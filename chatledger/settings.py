@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_metadata_key_chars: int = 64
     max_metadata_value_chars: int = 512
     idempotency_ttl_hours: int = 24
+    head_cache_size: int = Field(10_000, ge=0)
+    """Conversations whose head this process remembers after appending (see chatledger/heads.py);
+    0 turns the memory off."""
     retry_after_seconds: int = 2
     log_level: str = "INFO"
 

@@ -13,6 +13,7 @@ from .model import (
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
+    StreamHint,
     StreamInfo,
     VerifyResult,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "RecordedEvent",
     "StoreUnavailable",
     "StreamContext",
+    "StreamHint",
     "StreamInfo",
     "UpcasterRegistry",
     "VerifyResult",

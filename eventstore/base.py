@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from .model import ANY, AppendResult, Expected, NewEvent, RecordedEvent, StreamInfo, VerifyResult
+from .model import ANY, AppendResult, Expected, NewEvent, RecordedEvent, StreamHint, StreamInfo, VerifyResult
 from .upcasting import UpcasterRegistry
 
 
@@ -118,6 +118,7 @@ class EventStore(abc.ABC):
         partition: str | None = None,
         prefetch: Any = None,
         optimistic: bool = True,
+        hint: StreamHint | None = None,
     ) -> AppendResult:
         """Lock `stream_id`, call `decide(context)` to produce the events, then append them as
         `append` does, in one transaction (or optimistically: see `StreamContext`; `decide` may then
@@ -126,7 +127,9 @@ class EventStore(abc.ABC):
         `AppendResult` with no events at the current version. `prefetch`: a read of the caller's
         own tables that `decide` needs, run under the lock and handed over as `context.prefetched`
         (SQL stores take a `sql.Prefetch`). `optimistic=False` takes the lock first: for callers
-        that know the decision will not be a single event, whose optimistic read would be wasted."""
+        that know the decision will not be a single event, whose optimistic read would be wasted.
+        `hint`: the caller's memory of the stream (see `StreamHint`); the optimistic append then
+        decides on it without reading. Backends without an optimistic path ignore it."""
 
     @abc.abstractmethod
     async def read_stream(

@@ -19,6 +19,7 @@ from .model import (
     Expected,
     NewEvent,
     RecordedEvent,
+    StreamHint,
     StreamInfo,
     VerifyResult,
 )
@@ -82,6 +83,7 @@ class MemoryEventStore(EventStore):
         partition: str | None = None,
         prefetch: Any = None,
         optimistic: bool = True,
+        hint: StreamHint | None = None,
     ) -> AppendResult:
         async with self._locks.setdefault(stream_id, asyncio.Lock()):
             stream = self._streams.get(stream_id)

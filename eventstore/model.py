@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -67,6 +67,23 @@ class StreamInfo:
     stream_id: str
     partition: str
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHint:
+    """What a caller remembers of a stream from its own last append to it: the version it left the
+    stream at, its partition, the hash of its last event, and the rows that the caller's `prefetch`
+    would read at that version (the caller derives them; the store does not check them).
+
+    Given to `append_with`, it lets PostgreSQL's optimistic append skip its read: the write still
+    checks that the stream is at `version` and that its event there has `last_hash`. That hash
+    chains every earlier event, so a hint that matches describes exactly the stream as it is, and one
+    that does not costs a round trip, never a wrong write."""
+
+    version: int
+    partition: str
+    last_hash: str
+    prefetched: Sequence[Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .base import Decider, InlineProjection, WriteFragment
 from .errors import EventStoreError, StoreUnavailable
 from .hashing import canonical_json
-from .model import ANY, AppendResult, Expected, RecordedEvent, StreamInfo
+from .model import ANY, AppendResult, Expected, RecordedEvent, StreamHint, StreamInfo
 from .recording import (
     CommitSignal,
     DecideContext,
@@ -284,7 +284,9 @@ def _spliced(template: str, fragments: Sequence[WriteFragment]) -> DriverStateme
 
 # The optimistic append (see `PostgresEventStore._append`): one autocommit statement that takes the
 # stream's advisory lock, moves the stream only if it is still at the version the decision was made
-# on (`es_st` returns no row otherwise, and nothing else writes), and inserts the one event. Its
+# on and its last event still has the hash the new one chains to (`es_st` returns no row otherwise,
+# and nothing else writes), and inserts the one event. The hash check makes a caller's `StreamHint`
+# safe: it can be stale (another process wrote) but never chain onto the wrong event. Its
 # position comes from the xid, assigned by the stream UPDATE inside the lock, so its hash is computed
 # here: the client sends the canonical JSON of the envelope split around the position.
 _OPTIMISTIC = """
@@ -294,6 +296,10 @@ _OPTIMISTIC = """
         UPDATE streams AS s SET version = s.version + 1, updated_at = CAST(:es_recorded_at AS timestamptz)
         FROM es_lock
         WHERE s.stream_id = CAST(:es_stream_id AS text) AND s.version = CAST(:es_expected AS bigint)
+          AND EXISTS (SELECT FROM events AS e
+                      WHERE e.stream_id = CAST(:es_stream_id AS text)
+                        AND e.stream_version = CAST(:es_expected AS bigint)
+                        AND e.hash = CAST(:es_prev_hash AS text))
         RETURNING s.version, pg_current_xact_id()::text::bigint AS xid
     ), es_ev AS (
         INSERT INTO events (global_position, event_id, stream_id, stream_version, partition, type,
@@ -419,21 +425,30 @@ class PostgresEventStore(SqlEventStore):
         partition: str | None,
         prefetch: Prefetch | None,
         optimistic: bool = False,
+        hint: StreamHint | None = None,
     ) -> AppendResult:
         # An append of one event to an existing stream, with ANY, whose inline projections all offer
         # write fragments (every `add_messages` of one message) is decided without the lock and written
         # by one autocommit statement: 2 round trips instead of 4, and the stream is locked for one
         # statement only. It writes only if the stream has not moved since the decision; otherwise it
         # takes the locked path like every other append (and keeps to it for a while: `_is_contended`).
+        # With the caller's `hint` the read is skipped too: 1 round trip. A stale hint is no sign of
+        # contention (another process wrote since), so it is followed by an ordinary optimistic try.
         if optimistic and expected is ANY and not self._is_contended(stream_id):
-            outcome = await self._append_optimistic(guard, stream_id, decide, partition, prefetch)
+            outcome: AppendResult | _Skip = _Skip.MOVED
+            if hint is not None and hint.version > 0:
+                outcome = await self._append_optimistic(guard, stream_id, decide, partition, prefetch, hint)
+            if outcome is _Skip.MOVED:
+                outcome = await self._append_optimistic(guard, stream_id, decide, partition, prefetch)
             if outcome is _Skip.MOVED:
                 if len(self._contended) >= 4096:
                     self._contended.clear()  # a bound, not an LRU: losing the hints only costs a retry
                 self._contended[stream_id] = time.monotonic()
             elif outcome is not _Skip.INELIGIBLE:
                 return outcome
-        return await super()._append(guard, stream_id, decide, expected, partition, prefetch, optimistic)
+        return await super()._append(
+            guard, stream_id, decide, expected, partition, prefetch, optimistic, hint
+        )
 
     def _is_contended(self, stream_id: str) -> bool:
         """A stream that moved under an optimistic append in the last CONTENDED_SECONDS takes the lock
@@ -451,20 +466,31 @@ class PostgresEventStore(SqlEventStore):
         return {}
 
     async def _append_optimistic(
-        self, guard: Guard, stream_id: str, decide: Decider, partition: str | None, prefetch: Prefetch | None
+        self,
+        guard: Guard,
+        stream_id: str,
+        decide: Decider,
+        partition: str | None,
+        prefetch: Prefetch | None,
+        hint: StreamHint | None = None,
     ) -> AppendResult | _Skip:
         async with self._reading() as conn:
-            if prefetch is None:
-                rows = await driver_fetch(conn, _READ_HEAD_SQL, {"stream_id": stream_id})
+            prefetched: Sequence[Any] | None
+            if hint is not None:
+                version, stored_partition, last_hash = hint.version, hint.partition, hint.last_hash
+                prefetched = None if prefetch is None else hint.prefetched
             else:
-                params = {**prefetch.params, "stream_id": stream_id}
-                rows = await driver_fetch(conn, _read_with(prefetch.statement, locked=False), params)
-            if not rows or not rows[0][0] or not rows[0][2]:
-                return _Skip.INELIGIBLE  # a new stream is created under the lock
-            version, stored_partition, last_hash = rows[0][:3]
+                if prefetch is None:
+                    rows = await driver_fetch(conn, _READ_HEAD_SQL, {"stream_id": stream_id})
+                else:
+                    params = {**prefetch.params, "stream_id": stream_id}
+                    rows = await driver_fetch(conn, _read_with(prefetch.statement, locked=False), params)
+                if not rows or not rows[0][0] or not rows[0][2]:
+                    return _Skip.INELIGIBLE  # a new stream is created under the lock
+                version, stored_partition, last_hash = rows[0][:3]
+                # One snapshot: the head, its last hash and the prefetched rows agree with each other.
+                prefetched = None if prefetch is None else [_unprefixed(r) for r in rows if r["p__found"]]
             part = resolve_partition(stream_id, partition, stored_partition)
-            prefetched = None if prefetch is None else [_unprefixed(r) for r in rows if r["p__found"]]
-            # One snapshot: the head, its last hash and the prefetched rows agree with each other.
             context = DecideContext(StreamInfo(stream_id, part, version), conn, prefetched)
             new = list(await guard.user(decide(context)))
             if not new:

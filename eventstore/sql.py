@@ -25,6 +25,7 @@ from .model import (
     Expected,
     NewEvent,
     RecordedEvent,
+    StreamHint,
     StreamInfo,
     VerifyResult,
 )
@@ -224,12 +225,13 @@ class SqlEventStore(EventStore):
         partition: str | None = None,
         prefetch: Prefetch | None = None,
         optimistic: bool = True,
+        hint: StreamHint | None = None,
     ) -> AppendResult:
         guard = self._guard()
         with guard:
             try:
                 result = await self._append(
-                    guard, stream_id, decide, expected_version, partition, prefetch, optimistic
+                    guard, stream_id, decide, expected_version, partition, prefetch, optimistic, hint
                 )
             except _IdTaken as taken:
                 new: Sequence[NewEvent] = taken.args[0]
@@ -249,6 +251,7 @@ class SqlEventStore(EventStore):
         partition: str | None,
         prefetch: Prefetch | None,
         optimistic: bool = False,
+        hint: StreamHint | None = None,
     ) -> AppendResult:
         async with self._writing() as conn:
             head = await self._lock_stream(conn, stream_id, partition or "", prefetch)

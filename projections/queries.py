@@ -467,3 +467,20 @@ async def load_state(
         messages={msg.message_id: msg for msg in messages},
         tool_calls=calls,
     )
+
+
+def state_row(state: ConversationState) -> dict[str, Any]:
+    """The row of `conversation_by_id` as it stands at `state` (what `load_state` reads of it), for a
+    caller that folded the state itself and wants to decide its next command without reading."""
+    return {
+        "user_id": state.owner,
+        "version": state.version,
+        "title": state.title,
+        "title_explicit": state.title_explicit,
+        "metadata": state.metadata,
+        "message_count": state.message_count,
+        "last_seq": state.last_seq,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "last_message_at": state.last_message_at,
+    }
