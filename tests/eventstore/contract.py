@@ -21,6 +21,7 @@ from chatledger.eventstore import (
     PartitionMismatch,
     RecordedEvent,
     StreamContext,
+    StreamHint,
     StreamInfo,
     UpcasterRegistry,
     WrongExpectedVersion,
@@ -155,6 +156,51 @@ class StoreContract:
         assert [e.global_position for e in stored] == sorted(e.global_position for e in stored)
         assert (await store.verify("hot")).ok
         assert [e.event_id for e in await store.read_all()] == [e.event_id for e in stored]
+
+    async def test_a_hint_is_followed_only_while_it_matches_the_stream(self, store: EventStore) -> None:
+        # A hint is the caller's memory of the stream. PostgreSQL decides on it without reading when
+        # it is current (the decider sees the hinted rows, once); a hint made stale by another writer,
+        # or one whose hash is not the stored one, must cost a retry and never a wrong write.
+        # Backends without an optimistic path ignore hints: the same results, from a read.
+        pg = type(store).__name__ == "PostgresEventStore"
+        sql = isinstance(store, SqlEventStore)
+        seen: list[tuple[int, Any]] = []
+
+        async def decide(ctx: StreamContext) -> list[NewEvent]:
+            rows = None if ctx.prefetched is None else [dict(r) for r in ctx.prefetched]
+            seen.append((ctx.stream.version if ctx.stream else 0, rows))
+            return [ev(n=len(seen))]
+
+        count = Prefetch(_EVENT_COUNT, {"sid": "s"}) if sql else None
+        first = (await store.append("s", [ev(n=0)], partition="p")).events[0]
+        remembered = [{"n": 1, "from": "the hint"}]
+        current = StreamHint(1, "p", first.hash, remembered)
+        written = await store.append_with("s", decide, prefetch=count, hint=current)
+        assert written.version == 2 and written.events[0].prev_hash == first.hash
+        read = [{"n": 1}] if sql else None
+        assert seen == ([(1, remembered)] if pg else [(1, read)])
+
+        await store.append("s", [ev(n=-1)])  # another writer: the hint of version 2 is now stale
+        third = (await store.read_stream("s"))[-1]
+        seen.clear()
+        stale = StreamHint(2, "p", written.events[0].hash, remembered)
+        after_stale = await store.append_with("s", decide, prefetch=count, hint=stale)
+        assert after_stale.version == 4 and after_stale.events[0].prev_hash == third.hash
+        read = [{"n": 3}] if sql else None
+        assert seen == ([(2, remembered), (3, read)] if pg else [(3, read)])
+
+        seen.clear()
+        forged = StreamHint(4, "p", "f" * 64, remembered)  # the right version, not the stored hash
+        after_forged = await store.append_with("s", decide, prefetch=count, hint=forged)
+        assert after_forged.version == 5
+        assert after_forged.events[0].prev_hash == after_stale.events[0].hash
+        read = [{"n": 4}] if sql else None
+        assert seen == ([(4, remembered), (4, read)] if pg else [(4, read)])
+
+        stored = await store.read_stream("s")
+        assert [e.stream_version for e in stored] == [1, 2, 3, 4, 5]
+        assert stored[1:] == [*written.events, third, *after_stale.events, *after_forged.events]
+        assert (await store.verify("s")).ok
 
     async def test_32_concurrent_appenders_on_one_stream(self, store: EventStore) -> None:
         results = await asyncio.gather(*(store.append("hot", [ev(n=i)]) for i in range(32)))
