@@ -44,12 +44,14 @@ _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyD
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in (
-        "journal_mode=WAL",
-        f"busy_timeout={BUSY_TIMEOUT_MS}",
-        "foreign_keys=ON",
-        "synchronous=NORMAL",
-    ):
+    # busy_timeout first, so it (not sqlite3's default of 5 s) bounds every wait below.
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # WAL is a property of the file, set once. Asking for it again while another connection writes
+    # can fail at once with "database is locked" (no busy wait), so only a file not yet in WAL is switched.
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
+    for pragma in ("foreign_keys=ON", "synchronous=NORMAL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

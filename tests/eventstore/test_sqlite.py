@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,17 @@ async def test_two_stores_on_one_file_serialise_their_writers(sqlite_url: str, c
         await second.close()
 
 
+def join_failed_connection_threads(before: set[threading.Thread]) -> None:
+    """aiosqlite stops the thread of a connection that failed to open by handing it one more call,
+    whose result it posts to the event loop. Waiting for those threads here keeps them from posting
+    after pytest has closed this test's loop (an unhandled thread exception in some later test)."""
+    for thread in set(threading.enumerate()) - before:
+        if "_connection_worker_thread" in thread.name:
+            thread.join(timeout=30)
+
+
 async def test_unopenable_file_is_unavailable(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
     store = open_store(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
     try:
         with pytest.raises(StoreUnavailable):
@@ -112,12 +123,14 @@ async def test_unopenable_file_is_unavailable(tmp_path: Path) -> None:
             await store.append("s", batch(1))
     finally:
         await store.close()
+        join_failed_connection_threads(before)
 
 
 async def test_locked_database_is_unavailable(
     sqlite_url: str, create_schema: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await create_schema(sqlite_url)
+    before = set(threading.enumerate())
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 50)
     store = open_store(sqlite_url)
     other_process = sqlite3.connect(tmp_path / "chatledger.db", isolation_level=None)
@@ -130,3 +143,4 @@ async def test_locked_database_is_unavailable(
     finally:
         other_process.close()
         await store.close()
+        join_failed_connection_threads(before)
