@@ -50,7 +50,7 @@ class LedgerReads:
     live: LiveHub
 
     async def _current(self, cid: str, user_id: str) -> ConversationView:
-        async with self.sql.connect() as conn:
+        async with self.sql.reader() as conn:
             view = await q.owned_conversation(conn, cid, user_id)
         if view is None:
             raise ConversationNotFound(cid)
@@ -96,7 +96,7 @@ class LedgerReads:
     ) -> ConversationPage:
         """The user's conversations, most recent activity first; pass `next_cursor` as `after`."""
         check_limit(limit)
-        async with self.sql.connect() as conn:
+        async with self.sql.reader() as conn:
             views, more = await q.list_conversations(conn, user_id, limit, after)
         cursor = q.encode_cursor(views[-1]) if more and views else None
         return ConversationPage(data=views, has_more=more, next_cursor=cursor)
@@ -126,7 +126,7 @@ class LedgerReads:
             return MessagePage(
                 data=[q.message_view(cid, m) for m in page], has_more=more, order=order, version=state.version
             )
-        async with self.sql.connect() as conn:
+        async with self.sql.reader() as conn:
             found = await q.owned_rows(
                 conn, cid, user_id, limit=limit, before=before, after=after, order=order
             )
@@ -152,7 +152,7 @@ class LedgerReads:
         if max_tokens is not None and max_tokens < 1:
             raise InvalidMessage("max_tokens must be at least 1", field="max_tokens")
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
-        async with self.sql.connect() as conn:
+        async with self.sql.reader() as conn:
             found = await q.owned_context_messages(
                 conn, cid, user_id, max_messages=max_messages, max_tokens=max_tokens
             )

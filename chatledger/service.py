@@ -184,7 +184,7 @@ class ChatLedger(LedgerReads):
         )
         ids = [e.data["message_id"] for e in result.events]
         if after is None:
-            async with self.sql.connect() as conn:
+            async with self.sql.reader() as conn:
                 rows = await q.messages_by_id(conn, cid, ids)
         else:
             # The state the command was decided on plus its events gives each message's seq and time,

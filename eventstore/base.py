@@ -25,7 +25,8 @@ class StreamContext(Protocol):
     @property
     def tx(self) -> Any:
         """The backend's transaction handle (SQLAlchemy `AsyncConnection` for SQL, None for memory),
-        so the caller can read its own tables consistently with the locked stream."""
+        so the caller can read its own tables consistently with the locked stream. PostgreSQL's
+        optimistic path hands over a `driver.DriverConnection` instead (`driver_fetch` only)."""
 
     @property
     def prefetched(self) -> Sequence[Any] | None:

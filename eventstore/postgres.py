@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Any, TypeVar
@@ -41,11 +41,12 @@ from typing import Any, TypeVar
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from .base import Decider, InlineProjection, WriteFragment
+from .driver import DriverConnection, DriverStatement, driver_fetch, driver_statement
 from .errors import EventStoreError, StoreUnavailable
 from .hashing import canonical_json
 from .model import ANY, AppendResult, Expected, RecordedEvent, StreamHint, StreamInfo
@@ -87,92 +88,6 @@ _DRIVER_UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
-
-_DIALECT = sa_asyncpg.dialect()  # type: ignore[no-untyped-call]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DriverStatement:
-    """A statement compiled once to asyncpg's SQL (`$n` placeholders) with its parameter order."""
-
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, Any]
-
-
-def driver_statement(stmt: sa.Executable) -> DriverStatement:
-    """Compile a Core or text statement for `driver_fetch`; call it once and keep the result. Only
-    for statements whose parameters need no SQLAlchemy bind processing (untyped text binds, plain
-    strings and numbers): the values go to asyncpg as given."""
-    compiled = stmt.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
-    return DriverStatement(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
-
-
-async def driver_fetch(
-    conn: AsyncConnection, stmt: DriverStatement, params: Mapping[str, Any]
-) -> list[asyncpg.Record]:
-    """Run `stmt` on the asyncpg connection under `conn`, inside `conn`'s transaction (started here
-    by SQLAlchemy's adapter, like its own first execute would; SQLAlchemy still commits or rolls
-    back). It skips SQLAlchemy's per-execute work (compiled cache lookup, parameter and result
-    processing, greenlet hop). Driver errors come out as the same `sqlalchemy.exc.DBAPIError`
-    subclasses (same `orig`, same `__cause__`) an `execute` would raise, and a lost connection is
-    invalidated the same way."""
-    args = _args(stmt, params)
-    result: list[asyncpg.Record] = await _on_driver(conn, stmt, lambda c: c.fetch(stmt.sql, *args))
-    return result
-
-
-async def driver_executemany(
-    conn: AsyncConnection, stmt: DriverStatement, param_sets: Sequence[Mapping[str, Any]]
-) -> None:
-    """`driver_fetch` for many parameter sets of one statement, pipelined by asyncpg in one network
-    round trip (no results)."""
-    rows = [_args(stmt, params) for params in param_sets]
-    await _on_driver(conn, stmt, lambda c: c.executemany(stmt.sql, rows))
-
-
-def _args(stmt: DriverStatement, params: Mapping[str, Any]) -> list[Any]:
-    return [params[n] if n in params else stmt.defaults[n] for n in stmt.names]
-
-
-async def _on_driver(
-    conn: AsyncConnection, stmt: DriverStatement, call: Callable[[asyncpg.Connection], Awaitable[T]]
-) -> T:
-    sync = conn.sync_connection
-    if sync is not None and not sync.invalidated and not sync.closed:
-        fairy = sync.connection
-    else:
-        fairy = await conn.get_raw_connection()
-    adapted: Any = fairy.dbapi_connection
-    try:
-        if not adapted._started:
-            await adapted._start_transaction()
-        return await call(adapted._connection)
-    except Exception as error:
-        mapped, cause = await _as_sqlalchemy_error(conn, adapted, stmt.sql, error)
-        raise mapped from cause
-
-
-async def _as_sqlalchemy_error(
-    conn: AsyncConnection, adapted: Any, sql: str, error: Exception
-) -> tuple[BaseException, BaseException | None]:
-    """What SQLAlchemy's execute would raise for `error`, and its `__cause__`."""
-    try:
-        adapted._handle_exception(error)  # raises the adapter's DBAPI error (or `error` itself)
-    except Exception as translated:
-        dbapi = conn.dialect.loaded_dbapi
-        if not isinstance(translated, dbapi.Error):
-            return translated, translated.__cause__
-        lost = conn.dialect.is_disconnect(translated, adapted, None)
-        wrapped = sa_exc.DBAPIError.instance(
-            sql, None, translated, dbapi.Error, connection_invalidated=lost, dialect=conn.dialect
-        )
-        if lost:
-            with contextlib.suppress(Exception):
-                await conn.invalidate(translated)
-        return wrapped, translated
-    return error, error.__cause__
-
 
 _STREAM_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:stream_id AS text), 0))")
 
@@ -371,6 +286,21 @@ class PostgresEventStore(SqlEventStore):
         async with self._autocommit.connect() as conn:
             yield conn
 
+    @asynccontextmanager
+    async def _driver(self) -> AsyncIterator[DriverConnection]:
+        fairy = await self.engine.raw_connection()
+        try:
+            yield DriverConnection(self.engine.dialect, fairy)
+        finally:
+            # Returning it may close it (an overflow connection), which awaits inside the adapter.
+            await greenlet_spawn(fairy.close)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[DriverConnection]:
+        with self._guard():
+            async with self._driver() as conn:
+                yield conn
+
     @functools.cached_property
     def _autocommit(self) -> AsyncEngine:
         # Same pool; the isolation level is set on checkout and reset on return (no round trip).
@@ -474,7 +404,7 @@ class PostgresEventStore(SqlEventStore):
         prefetch: Prefetch | None,
         hint: StreamHint | None = None,
     ) -> AppendResult | _Skip:
-        async with self._reading() as conn:
+        async with self._driver() as conn:
             prefetched: Sequence[Any] | None
             if hint is not None:
                 version, stored_partition, last_hash = hint.version, hint.partition, hint.last_hash
@@ -611,7 +541,7 @@ class PostgresEventStore(SqlEventStore):
 
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         with self._guard():
-            async with self._reading() as conn:
+            async with self._driver() as conn:
                 rows = await driver_fetch(conn, _READ_ALL_SQL, {"after": after, "limit": limit})
         return self._out(rows)
 

@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .base import Decider, EventStore, InlineProjection, WriteFragment
+from .driver import DriverConnection
 from .errors import EventStoreError, StoreUnavailable, WrongExpectedVersion
 from .model import (
     ANY,
@@ -205,6 +206,11 @@ class SqlEventStore(EventStore):
         with self._guard():
             async with self._reading() as conn:
                 yield conn
+
+    def reader(self) -> AbstractAsyncContextManager[AsyncConnection | DriverConnection]:
+        """Like `connect()`, for reads that only run `driver_statement`s through `driver_fetch` (as
+        `projections.queries.fetch` does): on PostgreSQL a cheaper `DriverConnection`."""
+        return self.connect()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chatledger.eventstore import RecordedEvent
-from chatledger.eventstore.postgres import DriverStatement, driver_statement
+from chatledger.eventstore.driver import DriverStatement, driver_statement
 
 from .schema import ReadTables
 

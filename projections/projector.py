@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatledger.domain import derive_title
 from chatledger.eventstore import RecordedEvent, WriteFragment
-from chatledger.eventstore.postgres import driver_executemany, driver_fetch
+from chatledger.eventstore.driver import driver_executemany, driver_fetch
 
 from . import pg_sql
 from .schema import LIVE, ReadTables

@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatledger.domain import ConversationState, Message, ToolCall, ToolCallRef, window_from_suffix
 from chatledger.eventstore import StreamInfo
-from chatledger.eventstore.postgres import DriverStatement, driver_fetch, driver_statement
+from chatledger.eventstore.driver import DriverConnection, DriverStatement, driver_fetch, driver_statement
 
 from .schema import LIVE, ReadTables
 from .views import ConversationView, MessageView
@@ -65,15 +66,27 @@ Prepared = tuple[sa.Select[Any], DriverStatement]
 """A statement with its `driver_statement` compilation (built once, in a cached function)."""
 
 
-def prepared(stmt: sa.Select[Any]) -> Prepared:
-    return stmt, driver_statement(stmt)
+Conn = AsyncConnection | DriverConnection
+"""What the reads take: `SqlEventStore.reader()` (or `connect()`, or an append's `StreamContext.tx`)."""
 
 
-async def fetch(conn: AsyncConnection, statement: Prepared, params: Mapping[str, Any]) -> Sequence[Row]:
+def prepared(stmt: sa.Select[Any], pg: sa.Select[Any] | None = None) -> Prepared:
+    """`pg`: PostgreSQL's own form of `stmt`, where they differ (a list as one array parameter)."""
+    return stmt, driver_statement(stmt if pg is None else pg)
+
+
+async def fetch(conn: Conn, statement: Prepared, params: Mapping[str, Any]) -> Sequence[Row]:
     stmt, driver = statement
-    if conn.dialect.name == "postgresql":
+    if isinstance(conn, DriverConnection) or conn.dialect.name == "postgresql":
         return await driver_fetch(conn, driver, params)
     return (await conn.execute(stmt, params)).mappings().all()
+
+
+def _any_of(column: sa.ColumnElement[Any], name: str, pg: bool) -> sa.ColumnElement[bool]:
+    """`column IN (:name...)`: one array parameter on PostgreSQL, an expanding list elsewhere."""
+    if pg:
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.Text)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 def _fields(row: Row) -> dict[str, Any]:
@@ -148,7 +161,7 @@ def _conversation_by_id(t: ReadTables) -> Prepared:
     return prepared(conversation_by_id(t))
 
 
-async def get_conversation(conn: AsyncConnection, conversation_id: str, t: ReadTables = LIVE) -> Row | None:
+async def get_conversation(conn: Conn, conversation_id: str, t: ReadTables = LIVE) -> Row | None:
     rows = await fetch(conn, _conversation_by_id(t), {"cid": conversation_id})
     return rows[0] if rows else None
 
@@ -161,7 +174,7 @@ def _owned_conversation(t: ReadTables) -> Prepared:
 
 
 async def owned_conversation(
-    conn: AsyncConnection, conversation_id: str, user_id: str, t: ReadTables = LIVE
+    conn: Conn, conversation_id: str, user_id: str, t: ReadTables = LIVE
 ) -> ConversationView | None:
     rows = await fetch(conn, _owned_conversation(t), {"cid": conversation_id, "uid": user_id})
     return conversation_views(rows)[0] if rows else None
@@ -194,7 +207,7 @@ def _recent(t: ReadTables, after: bool) -> Prepared:
 
 
 async def list_conversations(
-    conn: AsyncConnection, user_id: str, limit: int, after: str | None, t: ReadTables = LIVE
+    conn: Conn, user_id: str, limit: int, after: str | None, t: ReadTables = LIVE
 ) -> tuple[list[ConversationView], bool]:
     """Most recent activity first, keyset-paginated on (updated_at, id): no OFFSET scans."""
     params: dict[str, Any] = {"uid": user_id, "limit": limit + 1}
@@ -225,7 +238,7 @@ def _owned_page(t: ReadTables, after: bool, before: bool, ascending: bool) -> Pr
 
 
 async def owned_rows(
-    conn: AsyncConnection,
+    conn: Conn,
     conversation_id: str,
     user_id: str,
     *,
@@ -252,18 +265,38 @@ async def owned_rows(
     return version, page, len(found) > limit
 
 
+@cache
+def _messages_by_id(t: ReadTables) -> Prepared:
+    m = t.messages
+
+    def by_id(pg: bool) -> sa.Select[Any]:
+        where = (m.c.conversation_id == sa.bindparam("cid"), _any_of(m.c.message_id, "ids", pg))
+        return sa.select(*message_columns(m)).where(*where).order_by(m.c.seq)
+
+    return prepared(by_id(False), by_id(True))
+
+
 async def messages_by_id(
-    conn: AsyncConnection, conversation_id: str, message_ids: Sequence[str], t: ReadTables = LIVE
+    conn: Conn, conversation_id: str, message_ids: Sequence[str], t: ReadTables = LIVE
 ) -> list[Message]:
     if not message_ids:
         return []
-    m = t.messages
-    stmt = (
-        sa.select(*message_columns(m))
-        .where(m.c.conversation_id == conversation_id, m.c.message_id.in_(list(message_ids)))
-        .order_by(m.c.seq)
-    )
-    return [domain_message(r) for r in (await conn.execute(stmt)).mappings().all()]
+    rows = await fetch(conn, _messages_by_id(t), {"cid": conversation_id, "ids": list(message_ids)})
+    return [domain_message(r) for r in rows]
+
+
+@cache
+def _tool_calls(t: ReadTables) -> Prepared:
+    """The tool calls with these call ids, or opened by these assistant messages."""
+    tc = t.tool_calls
+
+    def calls(pg: bool) -> sa.Select[Any]:
+        return sa.select(tc.c.call_id, tc.c.assistant_message_id, tc.c.answer_message_id).where(
+            tc.c.conversation_id == sa.bindparam("cid"),
+            sa.or_(_any_of(tc.c.call_id, "calls", pg), _any_of(tc.c.assistant_message_id, "assistants", pg)),
+        )
+
+    return prepared(calls(False), calls(True))
 
 
 PINNED_CHUNK = 32
@@ -313,7 +346,7 @@ def _leading_system(messages: Sequence[Message]) -> int:
 
 
 async def owned_context_messages(
-    conn: AsyncConnection,
+    conn: Conn,
     conversation_id: str,
     user_id: str,
     *,
@@ -357,7 +390,7 @@ async def owned_context_messages(
 
 
 async def _context_after(
-    conn: AsyncConnection,
+    conn: Conn,
     t: ReadTables,
     conversation_id: str,
     pinned: list[Message],
@@ -388,7 +421,7 @@ async def _context_after(
 
 
 async def _window_after(
-    conn: AsyncConnection,
+    conn: Conn,
     t: ReadTables,
     conversation_id: str,
     pinned: list[Message],
@@ -413,7 +446,7 @@ async def _window_after(
 
 
 async def load_state(
-    conn: AsyncConnection,
+    conn: Conn,
     conversation_id: str,
     stream: StreamInfo | None,
     *,
@@ -437,8 +470,10 @@ async def load_state(
         return ConversationState(
             conversation_id, owner=stream.partition, version=stream.version, deleted=True
         )
-    m, tc = t.messages, t.tool_calls
+    m = t.messages
     if all_messages:
+        # Only a locked append clears (it is never a single event), so `conn` is SQLAlchemy's.
+        assert isinstance(conn, AsyncConnection)
         stmt = sa.select(*message_columns(m)).where(m.c.conversation_id == conversation_id).order_by(m.c.seq)
         messages = [domain_message(r) for r in (await conn.execute(stmt)).mappings().all()]
     else:
@@ -446,12 +481,9 @@ async def load_state(
     calls: dict[str, ToolCallRef] = {}
     assistants = [msg.message_id for msg in messages if msg.tool_calls]
     if call_ids or assistants:
-        stmt = sa.select(tc).where(
-            tc.c.conversation_id == conversation_id,
-            sa.or_(tc.c.call_id.in_(list(call_ids)), tc.c.assistant_message_id.in_(assistants)),
-        )
-        for r in (await conn.execute(stmt)).all():
-            calls[r.call_id] = ToolCallRef(r.call_id, r.assistant_message_id, r.answer_message_id)
+        params = {"cid": conversation_id, "calls": list(call_ids), "assistants": assistants}
+        for r in await fetch(conn, _tool_calls(t), params):
+            calls[r["call_id"]] = ToolCallRef(r["call_id"], r["assistant_message_id"], r["answer_message_id"])
     return ConversationState(
         conversation_id=conversation_id,
         owner=row["user_id"],
