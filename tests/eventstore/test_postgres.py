@@ -19,6 +19,7 @@ from chatledger.eventstore import (
     StoreUnavailable,
     WriteFragment,
 )
+from chatledger.eventstore.driver import DriverConnection, driver_fetch, driver_statement
 from chatledger.eventstore.factory import create_engine_for, open_store
 from chatledger.eventstore.postgres import TX_SLOTS, PostgresEventStore
 
@@ -148,6 +149,9 @@ async def test_closed_port_is_unavailable() -> None:
             await store.append("s", batch(1))
         with pytest.raises(StoreUnavailable):
             await anext(aiter(store.subscribe()))
+        with pytest.raises(StoreUnavailable):
+            async with store.reader():
+                pass
     finally:
         await store.close()
 
@@ -177,6 +181,42 @@ async def test_killed_connection_is_unavailable_then_recovers(clean_pg_url: str)
         with pytest.raises(StoreUnavailable):
             await store.append("s", [ev()])
         assert (await store.append("s", [ev()])).version == 1
+    finally:
+        await store.close()
+        await admin.dispose()
+
+
+async def test_killed_connection_on_the_driver_paths_is_unavailable_then_recovers(
+    clean_pg_url: str,
+) -> None:
+    # Reads, `read_all` and optimistic appends run on a bare pooled connection (DriverConnection):
+    # a connection killed under each must surface as StoreUnavailable, be thrown away, and the
+    # next call must work on a new one.
+    store = open_store(clean_pg_url, pool_size=1, max_overflow=0)
+    assert isinstance(store, PostgresEventStore)
+    admin = create_engine_for(clean_pg_url)
+    one = driver_statement(sa.select(sa.literal_column("1").label("one")))
+
+    async def read() -> object:
+        async with store.reader() as conn:
+            assert isinstance(conn, DriverConnection)
+            return (await driver_fetch(conn, one, {}))[0]["one"]
+
+    async def kill() -> None:
+        async with store.reader() as conn:
+            pid = (await driver_fetch(conn, driver_statement(sa.select(sa.func.pg_backend_pid())), {}))[0][0]
+        async with admin.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    try:
+        await store.append("s", [ev()])  # the stream exists: a single append is optimistic
+        calls = {"reader": read, "read_all": store.read_all, "append": lambda: store.append("s", [ev()])}
+        for name, call in calls.items():
+            await kill()
+            with pytest.raises(StoreUnavailable):
+                await call()
+            assert await call(), name
+        assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
     finally:
         await store.close()
         await admin.dispose()
