@@ -23,7 +23,8 @@ never globally. A locked append to an existing stream costs BEGIN, one statement
 and reads the head (last hash, xid, and the caller's prefetch), one that inserts the events, moves the
 stream, runs the inline projections' write fragments and NOTIFYs, and COMMIT. A single event with ANY
 is first tried optimistically: one read, the decision, and one autocommit statement that does all of
-that under the same advisory lock if the stream has not moved (`_append`).
+that under the same advisory lock if the stream has not moved (`_append`); with the caller's
+`StreamHint` the read is skipped too.
 """
 
 from __future__ import annotations
