@@ -7,8 +7,10 @@ not exist.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -85,6 +87,7 @@ class ChatLedger(LedgerReads):
         self.idempotency = IdempotencyStore(store, timedelta(hours=settings.idempotency_ttl_hours))
         self._run_migrations = run_migrations
         self._heads = RecentHeads(settings.head_cache_size)
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @classmethod
     def open(cls, url: str | None = None, *, settings: Settings | None = None, migrate: bool = True) -> Self:
@@ -304,15 +307,19 @@ class ChatLedger(LedgerReads):
         # the optimistic read would be wasted.
         single = isinstance(command, AddMessages) and len(command.messages) == 1
         try:
-            result = await self.store.append_with(
-                cid,
-                decider,
-                ANY,
-                partition=partition,
-                prefetch=prefetch,
-                optimistic=single,
-                hint=self._heads.get(cid) if single else None,
-            )
+            # Writers of one conversation in this process take turns here rather than in the
+            # database: each then finds the head it remembers current and appends in one round trip,
+            # where racing each other for the stream lock would cost every loser a retry.
+            async with self._turn(cid):
+                result = await self.store.append_with(
+                    cid,
+                    decider,
+                    ANY,
+                    partition=partition,
+                    prefetch=prefetch,
+                    optimistic=single,
+                    hint=self._heads.get(cid) if single else None,
+                )
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.
             raise ConversationIdUnavailable(cid) from None
@@ -375,6 +382,13 @@ class ChatLedger(LedgerReads):
             all_messages=isinstance(command, ClearMessages),
             prefetched=ctx.prefetched,
         )
+
+    def _turn(self, cid: str) -> asyncio.Lock:
+        """This process's lock for writing `cid`; it lives only while someone holds or awaits it."""
+        lock = self._turns.get(cid)
+        if lock is None:
+            lock = self._turns[cid] = asyncio.Lock()
+        return lock
 
     def _new_event(
         self, event: DomainEvent, user_id: str, cid: str, key: str | None, digest: str | None, index: int

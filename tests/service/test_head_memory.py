@@ -4,6 +4,7 @@ an old state: two ledgers on one database stand in for two processes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -22,6 +23,7 @@ from chatledger.domain import (
     replay,
 )
 from chatledger.eventstore import AppendResult, RecordedEvent
+from chatledger.eventstore.postgres import PostgresEventStore
 from chatledger.heads import RecentHeads
 from chatledger.replaying import view_of_state
 from chatledger.service import ChatLedger
@@ -145,3 +147,18 @@ def test_the_memory_is_bounded_and_keeps_only_live_states_it_can_vouch_for() -> 
     off = RecentHeads(0)
     off.remember("a", _result("a", 3), live["a"])
     assert len(off) == 0
+
+
+async def test_writers_in_one_process_take_turns_instead_of_colliding(ledger: ChatLedger, alice: str) -> None:
+    conv = await ledger.start_conversation(user_id=alice)
+    added = await asyncio.gather(
+        *(ledger.add_messages(conv.id, user_id=alice, messages=say(f"m{i}")) for i in range(24))
+    )
+    assert sorted(a.data[0].seq for a in added) == list(range(1, 25))
+    assert sorted(a.version for a in added) == list(range(2, 26))
+    # No optimistic append found the stream moved under it (that marks the stream contended), and
+    # the turn locks are gone with their last user.
+    if isinstance(ledger.store, PostgresEventStore):
+        assert conv.id not in ledger.store._contended
+    assert len(ledger._turns) == 0
+    assert (await ledger.verify(conv.id, user_id=alice)).ok
