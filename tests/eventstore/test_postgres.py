@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -149,6 +149,7 @@ async def test_closed_port_is_unavailable() -> None:
             await store.append("s", batch(1))
         with pytest.raises(StoreUnavailable):
             await anext(aiter(store.subscribe()))
+        assert isinstance(store, PostgresEventStore)
         with pytest.raises(StoreUnavailable):
             async with store.reader():
                 pass
@@ -210,7 +211,14 @@ async def test_killed_connection_on_the_driver_paths_is_unavailable_then_recover
 
     try:
         await store.append("s", [ev()])  # the stream exists: a single append is optimistic
-        calls = {"reader": read, "read_all": store.read_all, "append": lambda: store.append("s", [ev()])}
+        async def append() -> object:
+            return await store.append("s", [ev()])
+
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "reader": read,
+            "read_all": store.read_all,
+            "append": append,
+        }
         for name, call in calls.items():
             await kill()
             with pytest.raises(StoreUnavailable):
