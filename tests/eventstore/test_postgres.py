@@ -211,6 +211,7 @@ async def test_killed_connection_on_the_driver_paths_is_unavailable_then_recover
 
     try:
         await store.append("s", [ev()])  # the stream exists: a single append is optimistic
+
         async def append() -> object:
             return await store.append("s", [ev()])
 
