@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.verifier = TokenVerifier(settings)
         ledger = ChatLedger.open(settings=settings)
-        ledger.store.inline_projections.append(AppendCounter(metrics))
+        ledger.store.append_listeners.append(AppendCounter(metrics))
         await ledger.start()
         app.state.ledger = ledger
         try:

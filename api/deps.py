@@ -17,12 +17,14 @@ from .middleware import request_user_var
 _bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the user id.")
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies are `async def` even where they do not await: FastAPI runs a plain `def` dependency in
+# its thread pool, a thread hop per dependency per request.
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_ledger(request: Request) -> ChatLedger:
+async def get_ledger(request: Request) -> ChatLedger:
     ledger: ChatLedger = request.app.state.ledger
     return ledger
 
@@ -58,7 +60,7 @@ def parse_if_match(value: str | None) -> int | None:
     return int(found.group(1))
 
 
-def get_if_match(
+async def get_if_match(
     if_match: Annotated[
         str | None,
         Header(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from chatledger.eventstore import RecordedEvent
+from chatledger.eventstore import AppendResult
 
 
 class Metrics:
@@ -50,12 +47,12 @@ class Metrics:
 
 
 class AppendCounter:
-    """An inline projection that only counts: it sees exactly the events each append writes
-    (idempotent replays write nothing and are not counted)."""
+    """Counts committed events by type: an append listener of the store (idempotent replays and
+    failed appends write nothing and are not counted)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    async def apply(self, tx: Any, events: Sequence[RecordedEvent]) -> None:
-        for e in events:
+    def __call__(self, result: AppendResult) -> None:
+        for e in result.events:
             self.metrics.appended.labels(type=e.type).inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, StrictStr, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -19,6 +20,13 @@ from chatledger.projections.views import (
     EventView,
     MessageView,
 )
+
+
+def json_response(model: BaseModel, *, status_code: int = 200) -> Response:
+    """`model` as JSON, for a route whose `response_model` is `model`'s class: what FastAPI would send,
+    without its validating the model a second time (for a page of 50 messages that is most of the
+    time spent between the database and the socket)."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 def rfc3339(moment: datetime) -> str:
@@ -157,8 +165,22 @@ class MessagePublic(_Out):
 
     @classmethod
     def of(cls, view: MessageView) -> MessagePublic:
-        data = view.model_dump(mode="json", exclude={"created_at"})
-        return cls(**data, message_id=view.id, created_at=view.created_at)
+        calls = view.tool_calls
+        return cls(
+            id=view.id,
+            message_id=view.id,
+            conversation_id=view.conversation_id,
+            seq=view.seq,
+            role=view.role,
+            content=view.content,
+            name=view.name,
+            tool_calls=None if calls is None else [c.model_dump(mode="json") for c in calls],
+            tool_call_id=view.tool_call_id,
+            token_count=view.token_count,
+            metadata=view.metadata,
+            raw=view.raw,
+            created_at=view.created_at,
+        )
 
 
 class MessagesPublic(_Out):

@@ -86,6 +86,14 @@ class EventStore(abc.ABC):
     ) -> None:
         self.upcasters = upcasters or UpcasterRegistry()
         self.inline_projections = list(inline_projections)
+        self.append_listeners: list[Callable[[AppendResult], None]] = []
+        """Called with the result of every append that wrote events, once it is committed (replays
+        and failed appends are not reported). For cheap in-process work (metrics); must not raise.
+        Unlike an inline projection, a listener keeps the single-statement append path open."""
+
+    def _appended(self, result: AppendResult) -> None:
+        for listener in self.append_listeners:
+            listener(result)
 
     async def append(
         self,

@@ -135,7 +135,9 @@ class MemoryEventStore(EventStore):
         finally:
             self._pending.discard(first)
         self._publish(stream_id, partition, recorded)
-        return AppendResult(stream_id, tuple(published), recorded[-1].stream_version)
+        result = AppendResult(stream_id, tuple(published), recorded[-1].stream_version)
+        self._appended(result)
+        return result
 
     def _publish(self, stream_id: str, partition: str, recorded: list[RecordedEvent]) -> None:
         stream = self._streams.setdefault(stream_id, _Stream(partition))

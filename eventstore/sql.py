@@ -246,6 +246,7 @@ class SqlEventStore(EventStore):
                 return self._replay(stream_id, new, stored)
         if result.events and not result.replayed:
             self._after_commit()
+            self._appended(result)
         return result
 
     async def _append(

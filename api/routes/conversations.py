@@ -10,7 +10,13 @@ from fastapi.responses import JSONResponse
 from ..deps import CurrentUser, IdempotencyKey, IfMatch, LedgerDep
 from ..idempotent import respond
 from ..openapi import problems, with_etag
-from ..schemas import ConversationIn, ConversationPatch, ConversationPublic, ConversationsPublic
+from ..schemas import (
+    ConversationIn,
+    ConversationPatch,
+    ConversationPublic,
+    ConversationsPublic,
+    json_response,
+)
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -58,10 +64,10 @@ async def list_conversations(
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-) -> ConversationsPublic:
+) -> Response:
     """The caller's conversations, most recent activity first."""
     page = await ledger.list_conversations(user_id=user.user_id, limit=limit, after=after)
-    return ConversationsPublic.of(page)
+    return json_response(ConversationsPublic.of(page))
 
 
 @router.get(

@@ -12,7 +12,7 @@ from chatledger.projections.views import MessagePage
 from ..deps import CurrentUser, IdempotencyKey, IfMatch, LedgerDep
 from ..idempotent import respond
 from ..openapi import problems, with_etag
-from ..schemas import AppendedPublic, ContextPublic, MessagePublic, MessagesIn, MessagesPublic
+from ..schemas import AppendedPublic, ContextPublic, MessagePublic, MessagesIn, MessagesPublic, json_response
 
 router = APIRouter(prefix="/v1/conversations/{conversation_id}", tags=["messages"])
 
@@ -62,7 +62,7 @@ async def list_messages(
     after: Annotated[int | None, Query(ge=0, description="Messages with seq > after.")] = None,
     order: Literal["asc", "desc"] = "asc",
     at_version: Annotated[int | None, Query(ge=1, description="Replay the history as it stood then.")] = None,
-) -> MessagesPublic:
+) -> Response:
     """An ordered page of the history (DESIGN section 9, "Message pages"); `at_version=n` pages the
     history as it stood after the conversation's n-th event, folded from the log."""
     page = await ledger.get_messages(
@@ -75,13 +75,14 @@ async def list_messages(
         at_version=at_version,
         admin=user.admin,
     )
-    return MessagesPublic(
+    public = MessagesPublic(
         data=[MessagePublic.of(m) for m in page.data],
         has_more=page.has_more,
         next_cursor=_next_cursor(page, ascending=after is not None or (before is None and order == "asc")),
         order=page.order,
         version=page.version,
     )
+    return json_response(public)
 
 
 def _next_cursor(page: MessagePage, *, ascending: bool) -> str | None:
@@ -132,17 +133,18 @@ async def get_context(
     max_messages: Annotated[int | None, Query(ge=1)] = None,
     max_tokens: Annotated[int | None, Query(ge=1)] = None,
     format: Literal["chat", "raw"] = "chat",
-) -> ContextPublic:
+) -> Response:
     """The most recent messages that fit the limits, never splitting a tool-call group; leading
     system messages are pinned."""
     window = await ledger.get_context(
         conversation_id, user_id=user.user_id, max_messages=max_messages, max_tokens=max_tokens, format=format
     )
     data = window.data if format == "chat" else [{**m, "message_id": m["id"]} for m in window.data]
-    return ContextPublic(
+    public = ContextPublic(
         data=data,
         version=window.version,
         token_estimate=window.token_estimate,
         pinned=window.pinned,
         format=format,
     )
+    return json_response(public)

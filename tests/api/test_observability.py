@@ -93,3 +93,15 @@ async def test_openapi_describes_routes_errors_and_headers(inproc: ClientFor) ->
     assert "ETag" in post["responses"]["201"]["headers"]
     assert "Problem" in doc["components"]["schemas"] and "MessageIn" in doc["components"]["schemas"]
     assert "#/components/schemas/ValidationError" not in json.dumps(doc)
+
+
+async def test_the_service_keeps_appends_of_one_message_to_one_statement(test_settings: Any) -> None:
+    # An inline projection without a write fragment (the append counter once was one) would send
+    # every HTTP append down the 4-round-trip locked path on PostgreSQL.
+    from chatledger.api.app import create_app
+
+    app = create_app(test_settings)
+    async with app.router.lifespan_context(app):
+        projections = app.state.ledger.store.inline_projections
+        assert projections and all(hasattr(p, "write_fragment") for p in projections)
+        assert app.state.ledger.store.append_listeners  # the metrics still hear every append

@@ -15,6 +15,7 @@ from chatledger.eventstore import (
     GENESIS_HASH,
     NO_STREAM,
     STREAM_EXISTS,
+    AppendResult,
     DuplicateEvent,
     EventStore,
     NewEvent,
@@ -201,6 +202,25 @@ class StoreContract:
         assert [e.stream_version for e in stored] == [1, 2, 3, 4, 5]
         assert stored[1:] == [*written.events, third, *after_stale.events, *after_forged.events]
         assert (await store.verify("s")).ok
+
+    async def test_append_listeners_hear_each_committed_append_once(self, store: EventStore) -> None:
+        heard: list[AppendResult] = []
+        store.append_listeners.append(heard.append)
+        first = await store.append("s", [ev(n=0)])  # a new stream: the locked path
+        batch_result = await store.append("s", batch(2, 1))
+        single = await store.append("s", [ev(n=3)])  # on PostgreSQL the optimistic path
+        assert (await store.append("s", [])).events == ()  # nothing to write: not heard
+        retried = [NewEvent(e.type, dict(e.data), dict(e.metadata), e.event_id) for e in single.events]
+        assert (await store.append("s", retried)).replayed  # a retry writes nothing: not heard
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("s", [ev(n=9)], 1)
+
+        async def refuse(_: StreamContext) -> list[NewEvent]:
+            raise Boom
+
+        with pytest.raises(Boom):
+            await store.append_with("s", refuse)
+        assert heard == [first, batch_result, single]
 
     async def test_32_concurrent_appenders_on_one_stream(self, store: EventStore) -> None:
         results = await asyncio.gather(*(store.append("hot", [ev(n=i)]) for i in range(32)))
