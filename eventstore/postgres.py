@@ -37,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
@@ -63,7 +63,6 @@ from .recording import (
 from .schema import events, streams
 from .sql import Guard, Prefetch, SqlEventStore, StreamHead, classify_integrity_error, translate_common
 
-T = TypeVar("T")
 CHANNEL = "chatledger_events"
 TX_SLOTS = 65536
 
