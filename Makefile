@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 HOST   ?= $(or $(CHATLEDGER_HOST),127.0.0.1)
 PORT   ?= $(or $(CHATLEDGER_PORT),8000)
 export CHATLEDGER_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
@@ -17,6 +18,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 install: $(STAMP)
 
 run: install
@@ -29,18 +34,17 @@ test: install
 test-fast: install
 	$(BIN)/pytest -m 'not slow'
 
-lint: install
+# mypy also checks bench/, whose peers (eventsourcing, pyinstrument) come with the bench extra.
+lint: $(BENCH_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chatledger tests bench
 	$(BIN)/lint-imports
 
-bench: install
-	$(BIN)/pip install -q -e '.[dev,bench]'
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
-bench-quick: install
-	$(BIN)/pip install -q -e '.[dev,bench]'
+bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 
 clean:
