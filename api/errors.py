@@ -115,8 +115,9 @@ _LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 def _unparsable(body: Any) -> bool:
-    """A body sent without a JSON content type reaches validation as raw bytes."""
-    if not isinstance(body, bytes | str):
+    """A body sent without a JSON content type reaches validation as raw bytes (with one, as the
+    decoded value: a JSON string is a str, and valid)."""
+    if not isinstance(body, bytes):
         return False
     try:
         json.loads(body)

@@ -137,7 +137,7 @@ class MessageIn(_In):
     name: StrictStr | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: StrictStr | None = None
-    token_count: StrictInt | None = Field(None, ge=0)
+    token_count: StrictInt | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, Any] = Field(default_factory=dict)
     raw: Any = None
     id: StrictStr | None = None

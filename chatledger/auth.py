@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from chatledger.domain import InvalidMessage, check_storable
 from chatledger.settings import Settings
 
 ADMIN_SCOPE = "chatledger:admin"
@@ -105,6 +106,10 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("the token's sub claim must be a non-empty string")
+        try:
+            check_storable(sub, "sub")  # the user id is stored on every row the user writes
+        except InvalidMessage as exc:
+            raise InvalidToken(str(exc)) from None
         return Principal(user_id=sub, scopes=_scopes(claims.get("scope")))
 
 

@@ -30,6 +30,7 @@ from chatledger.domain import (
     DeleteConversation,
     DomainEvent,
     InvalidMessage,
+    MessageNotFound,
     RemoveMessage,
     StartConversation,
     UpdateConversation,
@@ -221,7 +222,10 @@ class ChatLedger(LedgerReads):
     ) -> int:
         """Take one message out of the history (the log keeps it); returns the new version."""
         cid = parse_id(conversation_id, "conversation_id", not_found=True)
-        mid = parse_id(message_id, "message_id", not_found=True)
+        try:
+            mid = parse_id(message_id, "message_id")
+        except InvalidMessage:
+            raise MessageNotFound(str(message_id)) from None  # a malformed id names no message
         result = await self._execute(
             cid, RemoveMessage(user_id, mid, reason), user_id, expected=expected_version
         )

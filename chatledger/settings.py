@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     """PEM text, or a path to a PEM file, for RS256 tokens."""
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    jwt_leeway_seconds: int = 30
+    jwt_leeway_seconds: int = Field(0, ge=0)
+    """Clock skew allowed on `exp`, `nbf` and `iat`; 0: an expired token is refused at once."""
 
     max_content_bytes: int = 1024 * 1024
     max_body_bytes: int = 4 * 1024 * 1024

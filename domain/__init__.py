@@ -34,7 +34,7 @@ from .events import (
     event_from_payload,
 )
 from .limits import DEFAULT_LIMITS, Limits
-from .messages import NewMessage, check_metadata, parse_message
+from .messages import NewMessage, check_metadata, check_storable, parse_message
 from .title import derive_title, merge_patch
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "ToolCallsStillAnswered",
     "UpdateConversation",
     "check_metadata",
+    "check_storable",
     "context_window",
     "decide",
     "derive_title",

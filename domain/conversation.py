@@ -42,7 +42,7 @@ from .events import (
     ToolCall,
 )
 from .limits import DEFAULT_LIMITS, Limits
-from .messages import NewMessage, check_message, check_metadata, check_no_nul
+from .messages import NewMessage, check_message, check_metadata, check_storable
 from .title import derive_title, merge_patch
 
 
@@ -106,7 +106,7 @@ def decide(
         return _add(state, command.messages, ids, limits)
     if isinstance(command, UpdateConversation):
         return _update(state, command, limits)
-    check_no_nul(command.reason, "reason")
+    check_storable(command.reason, "reason")
     if isinstance(command, RemoveMessage):
         return [_remove(state, command.message_id, command.reason)]
     if isinstance(command, ClearMessages):
@@ -129,7 +129,7 @@ def _start(state: ConversationState | None, cmd: StartConversation, limits: Limi
         if state.owner == cmd.user_id and not state.deleted:
             return []  # get-or-create: the caller's own conversation is returned as it is
         raise ConversationIdUnavailable(cmd.conversation_id)
-    check_no_nul(cmd.conversation_id, "conversation_id")
+    check_storable(cmd.conversation_id, "conversation_id")
     _check_title(cmd.title, limits)
     check_metadata(cmd.metadata, limits)
     return [
@@ -147,7 +147,7 @@ def _check_title(title: str | None, limits: Limits) -> None:
         return
     if len(title) > limits.max_title_chars:
         raise LimitExceeded(f"title is longer than {limits.max_title_chars} characters", field="title")
-    check_no_nul(title, "title")
+    check_storable(title, "title")
 
 
 def _update(state: ConversationState, cmd: UpdateConversation, limits: Limits) -> list[DomainEvent]:

@@ -17,6 +17,10 @@ class Limits:
     max_tool_calls: int = 128
     max_id_chars: int = 256
     max_raw_bytes: int = 1024 * 1024
+    max_json_depth: int = 64
+    """Nesting of `raw` and metadata values: far beyond any provider item, well within what the JSON
+    serialisers on the write path handle."""
+    max_token_count: int = 2**31 - 1
 
 
 DEFAULT_LIMITS = Limits()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,7 @@ def parse_message(value: Mapping[str, Any] | NewMessage, limits: Limits, index: 
 def check_message(m: NewMessage, limits: Limits, index: int = 0) -> None:
     at = f"messages[{index}]"
     _check_roles(m, at)
+    _check_text(m, limits, at)  # first: the size checks below encode the text
     if m.content is not None and len(m.content.encode("utf-8")) > limits.max_content_bytes:
         raise LimitExceeded(
             f"{at}.content is larger than {limits.max_content_bytes} bytes of UTF-8", field=f"{at}.content"
@@ -55,8 +57,10 @@ def check_message(m: NewMessage, limits: Limits, index: int = 0) -> None:
         raise LimitExceeded(
             f"{at}.name is longer than {limits.max_name_chars} characters", field=f"{at}.name"
         )
-    if m.token_count is not None and m.token_count < 0:
-        raise InvalidMessage(f"{at}.token_count must not be negative", field=f"{at}.token_count")
+    if m.token_count is not None and not 0 <= m.token_count <= limits.max_token_count:
+        raise InvalidMessage(
+            f"{at}.token_count must be between 0 and {limits.max_token_count}", field=f"{at}.token_count"
+        )
     if m.tool_calls is not None and len(m.tool_calls) > limits.max_tool_calls:
         raise LimitExceeded(
             f"{at}.tool_calls has more than {limits.max_tool_calls} calls", field=f"{at}.tool_calls"
@@ -81,16 +85,19 @@ def check_message(m: NewMessage, limits: Limits, index: int = 0) -> None:
             raise InvalidMessage(f"{at}.raw must be a JSON value", field=f"{at}.raw") from None
         if len(raw_text.encode("utf-8")) > limits.max_raw_bytes:
             raise LimitExceeded(f"{at}.raw is larger than {limits.max_raw_bytes} bytes", field=f"{at}.raw")
-    # NUL anywhere: the text fields directly, the nested ones walked (metadata already was, above).
-    # Cheaper than walking a dump of the whole message, which a batch of 1000 messages felt.
+
+
+def _check_text(m: NewMessage, limits: Limits, at: str) -> None:
+    # Unstorable text anywhere: the text fields directly, the nested ones walked (metadata is, in
+    # check_metadata). Cheaper than walking a dump of the whole message, which a batch of 1000 messages felt.
     for name in ("content", "name", "tool_call_id", "id"):
         text = getattr(m, name)
-        if text is not None and "\x00" in text:
-            check_no_nul(text, f"{at}.{name}")
+        if text is not None:
+            check_storable(text, f"{at}.{name}")
     if m.tool_calls:
-        check_no_nul([call.model_dump(mode="json") for call in m.tool_calls], f"{at}.tool_calls")
+        check_storable([call.model_dump(mode="json") for call in m.tool_calls], f"{at}.tool_calls")
     if m.raw is not None:
-        check_no_nul(m.raw, f"{at}.raw")
+        check_storable(m.raw, f"{at}.raw", max_depth=limits.max_json_depth)
 
 
 def _check_roles(m: NewMessage, at: str) -> None:
@@ -134,7 +141,7 @@ def check_metadata(metadata: Mapping[str, Any], limits: Limits, field: str = "me
                 field=f"{field}.{key}",
             )
     if metadata:
-        check_no_nul(dict(metadata), field)
+        check_storable(dict(metadata), field, max_depth=limits.max_json_depth + 1)
 
 
 def _json_text(value: Any, field: str) -> str:
@@ -145,17 +152,35 @@ def _json_text(value: Any, field: str) -> str:
         raise InvalidMessage(f"{field} must be a JSON value", field=field) from None
 
 
-def check_no_nul(value: Any, field: str) -> None:
-    """PostgreSQL cannot store U+0000 in text, so it is refused everywhere, with a clear error."""
+# NUL: PostgreSQL cannot store U+0000 in text. Lone surrogates (U+D800-U+DFFF, which JSON's \ud800
+# escapes can carry) are not Unicode scalar values: they have no UTF-8 form, so nothing could hash or
+# store them faithfully.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_storable(value: Any, field: str, *, max_depth: int | None = None) -> None:
+    """Text that cannot be stored as it was sent (NUL, lone surrogates) is refused everywhere, with a
+    clear error: strings directly, mappings (keys too) and lists walked, at most `max_depth` deep."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidMessage(
-                f"{field} contains a NUL character (U+0000), which cannot be stored", field=field
-            )
-    elif isinstance(value, Mapping):
+        found = _UNSTORABLE.search(value)
+        if found is not None:
+            raise InvalidMessage(_unstorable_reason(field, found.group()), field=field)
+        return
+    if not isinstance(value, Mapping | list | tuple):
+        return
+    if max_depth is not None and max_depth < 1:
+        raise LimitExceeded(f"{field} is nested too deeply", field=field)
+    deeper = None if max_depth is None else max_depth - 1
+    if isinstance(value, Mapping):
         for key, item in value.items():
-            check_no_nul(key, field)
-            check_no_nul(item, f"{field}.{key}")
-    elif isinstance(value, list | tuple):
+            check_storable(key, field)
+            check_storable(item, f"{field}.{key}", max_depth=deeper)
+    else:
         for i, item in enumerate(value):
-            check_no_nul(item, f"{field}[{i}]")
+            check_storable(item, f"{field}[{i}]", max_depth=deeper)
+
+
+def _unstorable_reason(field: str, char: str) -> str:
+    if char == "\x00":
+        return f"{field} contains a NUL character (U+0000), which cannot be stored"
+    return f"{field} contains a lone surrogate (U+{ord(char):04X}), which is not valid Unicode text"

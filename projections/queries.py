@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -188,8 +189,9 @@ def encode_cursor(view: ConversationView) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         stamp, conv_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return utc(datetime.fromisoformat(stamp)), str(conv_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        return utc(datetime.fromisoformat(stamp)), str(uuid.UUID(conv_id))
+    # OverflowError: a time at the edge of the calendar that has no UTC value.
+    except (ValueError, TypeError, OverflowError, AttributeError, binascii.Error) as exc:
         raise InvalidCursor("cursor is not one this service issued") from exc
 
 

@@ -42,10 +42,12 @@ async def _status(client: httpx.AsyncClient, token: str | None) -> httpx.Respons
         pytest.param("garbage", id="garbage"),
         pytest.param(make_token("alice", secret="wrong-" + "y" * 40), id="wrong-signature"),
         pytest.param(make_token("alice", ttl=-600), id="expired"),
+        pytest.param(make_token("alice", ttl=-2), id="expired-seconds-ago"),
         pytest.param(_unsigned({"sub": "alice", "exp": 9999999999}), id="alg-none"),
         pytest.param(jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256"), id="no-exp"),
         pytest.param(jwt.encode({"sub": "", "exp": 9999999999}, SECRET, algorithm="HS256"), id="empty-sub"),
         pytest.param(make_token("alice", algorithm="HS512"), id="other-algorithm"),
+        pytest.param(jwt.encode({"sub": "a\u0000", "exp": 9999999999}, SECRET), id="NUL-in-sub"),
     ],
 )
 async def test_bad_tokens_are_401(inproc: ClientFor, token: str | None) -> None:

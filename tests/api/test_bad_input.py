@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
 from typing import Any
 
 import pytest
@@ -11,6 +14,14 @@ from .support import is_problem, tool_call
 
 Case = tuple[str, Any, int]
 
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_APPENDS: list[Case] = [
     ("bare list", [{"role": "user", "content": "x"}], 422),
     ("no messages", {"messages": []}, 422),
@@ -19,6 +30,15 @@ BAD_APPENDS: list[Case] = [
     ("content not text", {"messages": [{"role": "user", "content": 5}]}, 422),
     ("token_count as text", {"messages": [{"role": "user", "content": "x", "token_count": "5"}]}, 422),
     ("negative token_count", {"messages": [{"role": "user", "content": "x", "token_count": -1}]}, 422),
+    # PostgreSQL's integer column ends at 2**31 - 1: past it is bad input, not a driver error
+    ("huge token_count", {"messages": [{"role": "user", "content": "x", "token_count": 2**31}]}, 422),
+    ("bare string", "hi", 422),
+    ("raw nested too deep", {"messages": [{"role": "user", "content": "x", "raw": _nested(100)}]}, 422),
+    (
+        "metadata nested too deep",
+        {"messages": [{"role": "user", "content": "x", "metadata": {"k": _nested(100)}}]},
+        422,
+    ),
     ("unknown field", {"messages": [{"role": "user", "content": "x", "colour": "red"}]}, 422),
     ("unknown top-level field", {"messages": [{"role": "user", "content": "x"}], "extra": 1}, 422),
     ("NUL in content", {"messages": [{"role": "user", "content": "a\u0000b"}]}, 422),
@@ -112,11 +132,20 @@ async def test_content_over_the_field_limit_is_422(tmp_path: Any, alice: str) ->
             assert is_problem(r, 422) and r.json()["field"] == "messages[0].content"
 
 
+def _cursor(stamp: str, conversation_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([stamp, conversation_id]).encode()).decode()
+
+
 BAD_QUERIES = [
     ("/v1/conversations", {"limit": 0}),
     ("/v1/conversations", {"limit": 101}),
     ("/v1/conversations", {"limit": "ten"}),
     ("/v1/conversations", {"after": "garbage!!"}),
+    # Well-formed cursors this service never issued: a time with no UTC value, a NUL, a non-UUID id.
+    ("/v1/conversations", {"after": _cursor("0001-01-01T00:00:00+01:00", str(uuid.uuid4()))}),
+    ("/v1/conversations", {"after": _cursor("9999-12-31T23:59:59-14:00", str(uuid.uuid4()))}),
+    ("/v1/conversations", {"after": _cursor("2026-01-01T00:00:00+00:00", "\u0000")}),
+    ("/v1/conversations", {"after": _cursor("2026-01-01T00:00:00+00:00", "x")}),
     ("{conv}/messages", {"limit": 101}),
     ("{conv}/messages", {"order": "sideways"}),
     ("{conv}/messages", {"after": "x"}),
@@ -149,6 +178,36 @@ async def test_bad_conversation_bodies(inproc: ClientFor, alice: str, conversati
     assert (await c.get(url)).json()["version"] == 1
 
 
+# A lone surrogate travels in JSON as an escape (httpx would refuse to encode one), and has no UTF-8
+# form: it must be refused like NUL, not fail while hashing.
+SURROGATE_BODIES = [
+    ("POST", "", b'{"title": "a\\ud800"}'),
+    ("POST", "", b'{"metadata": {"k": "\\udfff"}}'),
+    ("POST", "", b'{"metadata": {"\\ud800x": "v"}}'),
+    ("PATCH", "{conv}", b'{"title": "\\ud800"}'),
+    ("PATCH", "{conv}", b'{"metadata": {"k": "\\ud83d"}}'),
+    ("POST", "{conv}/messages", b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}'),
+    ("POST", "{conv}/messages", b'{"messages": [{"role": "user", "content": "x", "name": "\\udc00"}]}'),
+    (
+        "POST",
+        "{conv}/messages",
+        b'{"messages": [{"role": "user", "content": "x", "raw": {"a": ["\\ud800"]}}]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SURROGATE_BODIES)
+async def test_lone_surrogates_are_422(
+    inproc: ClientFor, alice: str, conversation: str, method: str, path: str, body: bytes
+) -> None:
+    c = inproc(alice)
+    url = "/v1/conversations" + path.replace("{conv}", f"/{conversation}")
+    r = await c.request(method, url, content=body, headers={"Content-Type": "application/json"})
+    assert is_problem(r, 422) and "surrogate" in r.json()["detail"], r.text
+    assert (await c.get(f"/v1/conversations/{conversation}")).json()["version"] == 1
+    assert [x["id"] for x in (await c.get("/v1/conversations")).json()["data"]] == [conversation]
+
+
 async def test_non_uuid_path_ids_are_404(inproc: ClientFor, alice: str, conversation: str) -> None:
     c = inproc(alice)
     assert is_problem(await c.get("/v1/conversations/not-a-uuid"), 404)
@@ -156,7 +215,8 @@ async def test_non_uuid_path_ids_are_404(inproc: ClientFor, alice: str, conversa
         await c.post("/v1/conversations/123/messages", json={"messages": [{"role": "user", "content": "x"}]}),
         404,
     )
-    assert is_problem(await c.delete(f"/v1/conversations/{conversation}/messages/not-a-uuid"), 404)
+    r = await c.delete(f"/v1/conversations/{conversation}/messages/not-a-uuid")
+    assert is_problem(r, 404) and r.json()["detail"] == "message not found"
 
 
 async def test_removing_an_answered_assistant_message_is_422(

@@ -166,6 +166,33 @@ def test_name_tool_calls_and_raw_limits() -> None:
     rejects({"role": "user", "content": "x", "raw": "r" * 30}, "messages[0].raw", limits=SMALL, limit=True)
 
 
+def test_json_nesting_is_bounded() -> None:
+    def nested(depth: int) -> Any:
+        value: Any = 1
+        for _ in range(depth):
+            value = {"k": value}
+        return value
+
+    limits = Limits(max_json_depth=3)
+    parse_message({"role": "user", "content": "x", "raw": nested(3)}, limits)
+    rejects(
+        {"role": "user", "content": "x", "raw": nested(4)}, "messages[0].raw.k.k.k", limits=limits, limit=True
+    )
+    # metadata values count from the value, as raw does from itself
+    parse_message({"role": "user", "content": "x", "metadata": {"m": nested(3)}}, limits)
+    rejects(
+        {"role": "user", "content": "x", "metadata": {"m": nested(4)}},
+        "messages[0].metadata.m.k.k.k",
+        limits=limits,
+        limit=True,
+    )
+
+
+def test_token_count_fits_the_stored_integer() -> None:
+    parse_message({"role": "user", "content": "x", "token_count": 2**31 - 1}, DEFAULT_LIMITS)
+    rejects({"role": "user", "content": "x", "token_count": 2**31}, "messages[0].token_count")
+
+
 def test_ids_are_bounded() -> None:
     long_call = {**CALL, "id": "c" * 9}
     rejects(
@@ -245,49 +272,72 @@ def test_check_metadata_names_its_field() -> None:
     assert info.value.field == "conversation.metadata.k"
 
 
-# --- NUL ------------------------------------------------------------------------------------------------
+# --- NUL and lone surrogates ------------------------------------------------------------------------
+
+NUL_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"role": "user", "content": "a\x00b"}, "messages[0].content"),
+    ({"role": "user", "content": "x", "name": "a\x00"}, "messages[0].name"),
+    ({"role": "user", "content": "x", "metadata": {"k\x00": "v"}}, "messages[0].metadata"),
+    ({"role": "user", "content": "x", "metadata": {"k": "\x00"}}, "messages[0].metadata.k"),
+    (
+        {"role": "user", "content": "x", "metadata": {"k": {"deep": ["\x00"]}}},
+        "messages[0].metadata.k.deep[0]",
+    ),
+    (
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**CALL, "function": {"name": "f", "arguments": "\x00"}}],
+        },
+        "messages[0].tool_calls[0].function.arguments",
+    ),
+    (
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**CALL, "function": {"name": "f\x00", "arguments": ""}}],
+        },
+        "messages[0].tool_calls[0].function.name",
+    ),
+    ({"role": "user", "content": "x", "raw": "\x00"}, "messages[0].raw"),
+    (
+        {"role": "user", "content": "x", "raw": {"items": [{"text": "a\x00"}]}},
+        "messages[0].raw.items[0].text",
+    ),
+    ({"role": "user", "content": "x", "raw": {"k\x00": 1}}, "messages[0].raw"),
+    ({"role": "tool", "content": "x", "tool_call_id": "c\x00"}, "messages[0].tool_call_id"),
+    ({"role": "user", "content": "x", "id": "m\x00"}, "messages[0].id"),
+]
 
 
-@pytest.mark.parametrize(
-    ("value", "field"),
-    [
-        ({"role": "user", "content": "a\x00b"}, "messages[0].content"),
-        ({"role": "user", "content": "x", "name": "a\x00"}, "messages[0].name"),
-        ({"role": "user", "content": "x", "metadata": {"k\x00": "v"}}, "messages[0].metadata"),
-        ({"role": "user", "content": "x", "metadata": {"k": "\x00"}}, "messages[0].metadata.k"),
-        (
-            {"role": "user", "content": "x", "metadata": {"k": {"deep": ["\x00"]}}},
-            "messages[0].metadata.k.deep[0]",
-        ),
-        (
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [{**CALL, "function": {"name": "f", "arguments": "\x00"}}],
-            },
-            "messages[0].tool_calls[0].function.arguments",
-        ),
-        (
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [{**CALL, "function": {"name": "f\x00", "arguments": ""}}],
-            },
-            "messages[0].tool_calls[0].function.name",
-        ),
-        ({"role": "user", "content": "x", "raw": "\x00"}, "messages[0].raw"),
-        (
-            {"role": "user", "content": "x", "raw": {"items": [{"text": "a\x00"}]}},
-            "messages[0].raw.items[0].text",
-        ),
-        ({"role": "user", "content": "x", "raw": {"k\x00": 1}}, "messages[0].raw"),
-        ({"role": "tool", "content": "x", "tool_call_id": "c\x00"}, "messages[0].tool_call_id"),
-        ({"role": "user", "content": "x", "id": "m\x00"}, "messages[0].id"),
-    ],
-)
+@pytest.mark.parametrize(("value", "field"), NUL_CASES)
 def test_nul_is_rejected_everywhere(value: dict[str, Any], field: str) -> None:
     error = rejects(value, field)
     assert "NUL" in str(error)
+
+
+def _nul_to(value: Any, char: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", char)
+    if isinstance(value, dict):
+        return {_nul_to(k, char): _nul_to(v, char) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nul_to(v, char) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("char", ["\ud800", "\udfff"])
+@pytest.mark.parametrize(("value", "field"), NUL_CASES)
+def test_lone_surrogates_are_rejected_everywhere(value: dict[str, Any], field: str, char: str) -> None:
+    # JSON can carry them as escapes; they have no UTF-8 form, so nothing could store or hash them.
+    error = rejects(_nul_to(value, char), field)
+    assert "surrogate" in str(error)
+
+
+def test_paired_surrogates_are_ordinary_text() -> None:
+    # Decoded JSON joins a pair into one character: an emoji is a single code point, not a surrogate.
+    parsed = parse_message({"role": "user", "content": "hi \U0001f600"}, DEFAULT_LIMITS)
+    assert parsed.content == "hi \U0001f600"
 
 
 # --- wrong types and shapes -----------------------------------------------------------------------------
