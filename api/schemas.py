@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, S
 from pydantic.json_schema import SkipJsonSchema
 
 from chatledger.eventstore import VerifyResult
+from chatledger.eventstore.hashing import format_time
 from chatledger.projections.views import (
     ConversationPage,
     ConversationView,
@@ -35,6 +36,8 @@ def rfc3339(moment: datetime) -> str:
 
 
 Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
+HashedTimestamp = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
+"""Always with microseconds, as the hash chain writes it, so an event's hash can be recomputed."""
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -215,15 +218,18 @@ class ContextPublic(_Out):
 
 
 class EventPublic(_Out):
+    """One recorded event. Without `hash`, it is the envelope the hash covers: `hash =
+    sha256(prev_hash || canonical JSON of the rest)`, canonical as in docs/audit.md."""
+
     event_id: str
     stream_id: str
-    version: int
-    position: int
+    stream_version: int
+    global_position: int
     type: str
     schema_version: int
     data: dict[str, Any]
     metadata: dict[str, Any]
-    recorded_at: Timestamp
+    recorded_at: HashedTimestamp
     prev_hash: str
     hash: str
 

@@ -304,7 +304,7 @@ async def _import(ledger: ChatLedger, rows: list[dict[str, Any]]) -> int:
             await ledger.store.append(
                 first["stream_id"],
                 [_new_event(r) for r in rows[i:j]],
-                int(first["version"]) - 1,
+                int(first.get("stream_version", first.get("version", 1))) - 1,  # "version" in older exports
                 partition=first.get("partition") or first["data"].get("user_id"),
             )
             progress.update(task, completed=j)

@@ -15,13 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from chatledger.domain import DomainError
 from chatledger.eventstore.sql import SqlEventStore
 from chatledger.projections.schema import idempotency_keys as keys
 
 NAMESPACE = uuid.UUID("5b0c1b6e-7d0a-4a43-9f8e-2f1d9f6c6a11")
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(DomainError):
     """The key was already used with another route or body."""
 
 

@@ -15,6 +15,7 @@ from chatledger.domain import (
     ConversationState,
     DomainEvent,
     InvalidMessage,
+    check_storable,
     estimate_tokens,
     event_from_payload,
     replay,
@@ -50,6 +51,7 @@ class LedgerReads:
     live: LiveHub
 
     async def _current(self, cid: str, user_id: str) -> ConversationView:
+        check_user_id(user_id)
         async with self.sql.reader() as conn:
             view = await q.owned_conversation(conn, cid, user_id)
         if view is None:
@@ -72,6 +74,7 @@ class LedgerReads:
         return view_of_state(state)
 
     async def _replay(self, cid: str, user_id: str, at_version: int, *, admin: bool) -> ConversationState:
+        check_user_id(user_id)
         if at_version < 1:
             raise InvalidMessage("at_version must be at least 1", field="at_version")
         info = await self.store.stream_info(cid)
@@ -95,6 +98,7 @@ class LedgerReads:
         self, *, user_id: str, limit: int = 20, after: str | None = None
     ) -> ConversationPage:
         """The user's conversations, most recent activity first; pass `next_cursor` as `after`."""
+        check_user_id(user_id)
         check_limit(limit)
         async with self.sql.reader() as conn:
             views, more = await q.list_conversations(conn, user_id, limit, after)
@@ -114,6 +118,7 @@ class LedgerReads:
         admin: bool = False,
     ) -> MessagePage:
         """A page of history in `order` (DESIGN section 9, "Message pages")."""
+        check_user_id(user_id)
         check_limit(limit)
         if order not in ("asc", "desc"):
             raise InvalidMessage("order must be 'asc' or 'desc'", field="order")
@@ -147,6 +152,7 @@ class LedgerReads:
         format: Literal["chat", "raw"] = "chat",
     ) -> ContextWindow:
         """The most recent messages that fit the limits, ready to send to a model (DESIGN section 9)."""
+        check_user_id(user_id)
         if max_messages is not None and max_messages < 1:
             raise InvalidMessage("max_messages must be at least 1", field="max_messages")
         if max_tokens is not None and max_tokens < 1:
@@ -189,6 +195,8 @@ class LedgerReads:
         )
 
     async def _audited_stream(self, cid: str, user_id: str, admin: bool) -> Any:
+        if not admin:
+            check_user_id(user_id)
         info = await self.store.stream_info(cid)
         if info is None or (info.partition != user_id and not admin):
             raise ConversationNotFound(cid)
@@ -258,8 +266,8 @@ def event_view(e: RecordedEvent) -> EventView:
     return EventView(
         event_id=str(e.event_id),
         stream_id=e.stream_id,
-        version=e.stream_version,
-        position=e.global_position,
+        stream_version=e.stream_version,
+        global_position=e.global_position,
         type=e.type,
         schema_version=e.schema_version,
         data=dict(e.data),
@@ -283,6 +291,13 @@ def parse_id(value: str | uuid.UUID, field: str, *, not_found: bool = False) -> 
         if not_found:
             raise ConversationNotFound(str(value)) from None
         raise InvalidMessage(f"{field} must be a UUID", field=field) from None
+
+
+def check_user_id(user_id: object) -> None:
+    """The acting user id is stored on every row the user writes and compared in every read."""
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidMessage("user_id must be a non-empty string", field="user_id")
+    check_storable(user_id, "user_id")
 
 
 SEQ_MAX = 2**63 - 1

@@ -62,7 +62,7 @@ from chatledger.settings import Settings
 from .heads import RecentHeads
 from .idempotency import IdempotencyConflict, IdempotencyStore, command_digest, derived_id
 from .live import LiveHub
-from .reads import LedgerReads, VersionNotFound, event_view, parse_id
+from .reads import LedgerReads, VersionNotFound, check_user_id, event_view, parse_id
 
 Order = Literal["asc", "desc"]
 
@@ -106,7 +106,8 @@ class ChatLedger(LedgerReads):
 
     async def start(self) -> Self:
         if self._run_migrations:
-            await migrate.upgrade(self.engine)
+            with self.sql.translated():  # an unreachable database is StoreUnavailable, as on any call
+                await migrate.upgrade(self.engine)
         return self
 
     async def close(self) -> None:
@@ -284,6 +285,7 @@ class ChatLedger(LedgerReads):
         """Decide `command` under the stream lock and append; also returns the state after the append,
         folded from the state the command was decided on (None when an earlier identical request is
         answered, or nothing was appended)."""
+        check_user_id(user_id)
         decided: list[Decision] = []
         digest = command_digest(command) if key else None
         if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:

@@ -98,12 +98,12 @@ class EventStore(abc.ABC):
     async def append(
         self,
         stream_id: str,
-        events: Sequence[NewEvent],
+        new_events: Sequence[NewEvent],
         expected_version: Expected = ANY,
         *,
         partition: str | None = None,
     ) -> AppendResult:
-        """Append `events` to `stream_id` atomically.
+        """Append `new_events` to `stream_id` atomically.
 
         `expected_version`: `ANY`, `NO_STREAM` (the stream must have no events), `STREAM_EXISTS`,
         or an int (the stream must be exactly at that version); otherwise `WrongExpectedVersion`.
@@ -113,7 +113,7 @@ class EventStore(abc.ABC):
         """
 
         async def constant(_: StreamContext) -> Sequence[NewEvent]:
-            return events
+            return new_events
 
         return await self.append_with(stream_id, constant, expected_version, partition=partition)
 

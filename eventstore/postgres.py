@@ -81,7 +81,21 @@ _WATERMARK: sa.ColumnElement[int] = sa.literal_column(
 )
 # Connection exceptions (class 08), operator intervention (57P01-57P05), too many connections,
 # query canceled (statement_timeout) and lock_not_available (lock_timeout): retrying later may work.
-_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "57P04", "57P05", "53300", "57014", "55P03")
+# Shutdown, too many connections, cancelled, lock timeout; and the database or role missing, or the
+# password refused: nothing a client sent, and nothing a retry against the same server cannot outlive.
+_UNAVAILABLE_STATES = (
+    "57P01",
+    "57P02",
+    "57P03",
+    "57P04",
+    "57P05",
+    "53300",
+    "57014",
+    "55P03",
+    "3D000",
+    "28000",
+    "28P01",
+)
 _DRIVER_UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
@@ -525,7 +539,9 @@ class PostgresEventStore(SqlEventStore):
         await driver_fetch(conn, _spliced(_WRITE, fragments), params)
 
     def _translate(self, exc: BaseException) -> EventStoreError | None:
-        if isinstance(exc, _DRIVER_UNAVAILABLE):
+        if isinstance(exc, _DRIVER_UNAVAILABLE) or (
+            isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in _UNAVAILABLE_STATES
+        ):
             return StoreUnavailable(f"database unavailable: {exc}")
         if isinstance(exc, sa_exc.DBAPIError):
             state = str(getattr(exc.orig, "sqlstate", None) or "")

@@ -175,6 +175,7 @@ def replayed_result(
 def _same_content(new: NewEvent, stored: RecordedEvent) -> bool:
     return (
         new.type == stored.type
+        and new.schema_version == stored.schema_version
         and canonical_json(new.data) == canonical_json(stored.data)
         and canonical_json(new.metadata) == canonical_json(stored.metadata)
     )

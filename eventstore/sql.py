@@ -198,6 +198,11 @@ class SqlEventStore(EventStore):
     def _guard(self) -> Guard:
         return Guard(self._translate)
 
+    def translated(self) -> Guard:
+        """A context in which driver errors from work on this store's engine (migrations, say) are
+        raised as this store's errors."""
+        return self._guard()
+
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection on this store's engine to read the caller's own tables (read models), with

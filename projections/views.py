@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from chatledger.domain import Role, ToolCall
 
@@ -42,6 +42,12 @@ class MessageView(_View):
     raw: Any = None
     created_at: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def message_id(self) -> str:
+        """`id` under its `MessageAdded` name."""
+        return self.id
+
 
 class ConversationPage(_View):
     data: list[ConversationView]
@@ -71,10 +77,13 @@ class ContextWindow(_View):
 
 
 class EventView(_View):
+    """A recorded event's envelope, named as DESIGN section 2 names it: dropping `hash` leaves exactly
+    what the hash covers."""
+
     event_id: str
     stream_id: str
-    version: int
-    position: int
+    stream_version: int
+    global_position: int
     type: str
     schema_version: int
     data: dict[str, Any]

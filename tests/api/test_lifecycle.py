@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
+from typing import Any
 
 import httpx
 
 from .conftest import ClientFor
 from .support import is_problem, tool_call
+
+# DESIGN section 2: the envelope of every recorded event; the hash covers all of it.
+ENVELOPE = {
+    "event_id",
+    "stream_id",
+    "stream_version",
+    "global_position",
+    "type",
+    "schema_version",
+    "data",
+    "metadata",
+    "recorded_at",
+    "prev_hash",
+}
+
+
+def recomputed_hash(item: dict[str, Any]) -> str:
+    """`sha256(prev_hash || canonical JSON of the envelope without hash)`, from the item alone."""
+    envelope = {k: v for k, v in item.items() if k != "hash"}
+    canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((item["prev_hash"] + canonical).encode("utf-8")).hexdigest()
+
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -88,13 +113,14 @@ async def test_full_lifecycle(client_for: ClientFor, alice: str) -> None:
     events = await c.get(f"/v1/conversations/{cid}/events")
     assert events.status_code == 200
     items = events.json()["data"]
-    assert [e["version"] for e in items] == [1, 2, 3, 4, 5]
+    assert [e["stream_version"] for e in items] == [1, 2, 3, 4, 5]
     assert [e["type"] for e in items][-1] == "MessageRemoved"
     assert items[0]["prev_hash"] == "0" * 64 and items[1]["prev_hash"] == items[0]["hash"]
-    assert set(items[0]) >= {"event_id", "stream_id", "position", "schema_version", "data", "metadata"}
+    assert set(items[0]) == {*ENVELOPE, "hash"}
+    assert all(recomputed_hash(e) == e["hash"] for e in items)
     assert RFC3339_Z.match(items[0]["recorded_at"])
     after = await c.get(f"/v1/conversations/{cid}/events", params={"after_version": 3})
-    assert [e["version"] for e in after.json()["data"]] == [4, 5]
+    assert [e["stream_version"] for e in after.json()["data"]] == [4, 5]
 
     verified = await c.get(f"/v1/conversations/{cid}/verify")
     assert verified.json() == {"ok": True, "events_checked": 5}

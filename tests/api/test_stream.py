@@ -39,8 +39,9 @@ async def test_stream_live_and_resume(client_for: ClientFor, alice: str, bob: st
     async with c.stream("GET", url) as live:
         assert live.status_code == 200
         assert live.headers["content-type"].startswith("text/event-stream")
+        # The stream's starting version was fixed before its headers were sent: an append from here on
+        # is delivered, whenever the reader gets to it.
         reader = asyncio.create_task(_read_events(live, 1))
-        await asyncio.sleep(0.3)
         await c.post(
             f"/v1/conversations/{cid}/messages", json={"messages": [{"role": "user", "content": "hi"}]}
         )
@@ -52,3 +53,6 @@ async def test_stream_live_and_resume(client_for: ClientFor, alice: str, bob: st
         history = await asyncio.wait_for(_read_events(resumed, 2), 10)
     assert [e["id"] for e in history] == ["1", "2"]
     assert json.loads(history[0]["data"])["type"] == "ConversationStarted"
+    # SSE data is the full envelope, shaped like an item of /events
+    trail = (await c.get(f"/v1/conversations/{cid}/events")).json()["data"]
+    assert [json.loads(e["data"]) for e in history] == trail

@@ -117,7 +117,9 @@ def test_export_then_import_into_a_fresh_store(
     out = tmp_path / "log.jsonl"
     assert invoke("export", "-o", str(out)).exit_code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 5 and {"event_id", "stream_id", "version", "type", "data", "hash"} <= set(lines[0])
+    assert len(lines) == 5 and {"event_id", "stream_id", "stream_version", "type", "data", "hash"} <= set(
+        lines[0]
+    )
     only_alice = invoke("export", "--user", "alice")
     assert len(only_alice.stdout.splitlines()) == 4
     assert len(invoke("export", "--conversation", cid).stdout.splitlines()) == 4

@@ -331,6 +331,11 @@ class StoreContract:
             await store.append("other", [original])
         with pytest.raises(DuplicateEvent):
             await store.append("s", [original, ev(n=3)])
+        upgraded = NewEvent(
+            original.type, original.data, original.metadata, original.event_id, schema_version=2
+        )
+        with pytest.raises(DuplicateEvent):
+            await store.append("s", [upgraded])
         assert len(await store.read_all()) == 1
         assert await store.stream_info("other") is None
 

@@ -64,3 +64,24 @@ async def test_taking_someone_elses_id_is_refused(ledger: ChatLedger, alice: str
         await ledger.start_conversation(user_id=bob, conversation_id=conv.id)
     again, created = await ledger.start_or_get(user_id=alice, conversation_id=conv.id)
     assert (again.id, created) == (conv.id, False)
+
+
+@pytest.mark.parametrize("user_id", ["", "a\x00b", "\ud800"])
+async def test_an_unstorable_user_id_is_invalid_input(ledger: ChatLedger, alice: str, user_id: str) -> None:
+    from chatledger import InvalidMessage
+
+    conv = await ledger.start_conversation(user_id=alice)
+    attempts: list[Callable[[], Awaitable[Any]]] = [
+        lambda: ledger.start_conversation(user_id=user_id),
+        lambda: ledger.list_conversations(user_id=user_id),
+        lambda: ledger.get_conversation(conv.id, user_id=user_id),
+        lambda: ledger.get_messages(conv.id, user_id=user_id),
+        lambda: ledger.get_context(conv.id, user_id=user_id),
+        lambda: ledger.add_messages(conv.id, user_id=user_id, messages=[{"role": "user", "content": "x"}]),
+        lambda: ledger.get_events(conv.id, user_id=user_id),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InvalidMessage) as info:
+            await attempt()
+        assert info.value.field == "user_id"
+    assert await ledger.store.head_position() == (await ledger.store.read_stream(conv.id))[-1].global_position

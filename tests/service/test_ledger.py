@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -22,6 +23,7 @@ async def test_the_design_example_round_trip(ledger: ChatLedger, alice: str) -> 
         idempotency_key=None,
     )
     assert (added.version, [m.seq for m in added.data]) == (2, [1])
+    assert added.data[0].message_id == added.data[0].id  # the MessageAdded name works too
     page = await ledger.get_messages(conv.id, user_id=alice, limit=50, order="asc")
     assert [(m.role, m.content) for m in page.data] == [("user", "hi")]
     window = await ledger.get_context(conv.id, user_id=alice, max_messages=50)
@@ -185,3 +187,48 @@ async def test_list_is_keyset_paginated_by_recent_activity(ledger: ChatLedger, a
             break
         cursor = page.next_cursor
     assert seen == [ids[0], ids[4], ids[3], ids[2], ids[1]]
+
+
+def test_the_library_exports_its_error_types() -> None:
+    import chatledger
+    from chatledger import domain, eventstore
+
+    assert sorted(chatledger.__all__) == sorted(chatledger._HOMES)
+    for name in chatledger.__all__:
+        assert getattr(chatledger, name) is not None
+    assert chatledger.ConversationNotFound is domain.ConversationNotFound
+    assert chatledger.WrongExpectedVersion is eventstore.WrongExpectedVersion
+    assert issubclass(chatledger.ConversationDeleted, chatledger.DomainError)
+    assert issubclass(chatledger.IdempotencyConflict, chatledger.DomainError)
+    assert issubclass(chatledger.StoreUnavailable, chatledger.EventStoreError)
+
+
+async def _open_and_read(url: str, migrate: bool) -> None:
+    async with ChatLedger.open(url, migrate=migrate) as ledger:
+        await ledger.list_conversations(user_id="alice")
+
+
+@pytest.mark.parametrize("migrate", [True, False])
+async def test_an_unopenable_sqlite_file_is_store_unavailable(migrate: bool) -> None:
+    from chatledger import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable):
+        await _open_and_read("sqlite+aiosqlite:////nonexistent-chatledger-dir/x.db", migrate)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("migrate", [True, False])
+@pytest.mark.parametrize("where", ["missing database", "closed port"])
+async def test_an_unreachable_postgres_is_store_unavailable(pg_url: str, where: str, migrate: bool) -> None:
+    from sqlalchemy.engine import make_url
+
+    from chatledger import StoreUnavailable
+
+    server = make_url(pg_url)
+    wrong = (
+        server.set(database=f"absent_{uuid.uuid4().hex}")
+        if where == "missing database"
+        else server.set(port=1)
+    )
+    with pytest.raises(StoreUnavailable):
+        await _open_and_read(wrong.render_as_string(hide_password=False), migrate)
