@@ -123,6 +123,11 @@ async def _as_sqlalchemy_error(
         )
         if lost:
             with contextlib.suppress(Exception):
+                fairy = conn.fairy if isinstance(conn, DriverConnection) else await conn.get_raw_connection()
+                # As SQLAlchemy's own execute does on a disconnect: every connection pooled before
+                # this one is recycled at its next checkout (they most likely died with it), rather
+                # than each failing one more request after the database is back.
+                fairy._pool._invalidate(fairy, translated, _checkin=False)
                 if isinstance(conn, DriverConnection):
                     conn.fairy.invalidate(translated)
                 else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -226,6 +227,31 @@ async def test_killed_connection_on_the_driver_paths_is_unavailable_then_recover
                 await call()
             assert await call(), name
         assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
+    finally:
+        await store.close()
+        await admin.dispose()
+
+
+async def test_one_lost_connection_recycles_the_pool(clean_pg_url: str) -> None:
+    # After an outage every pooled connection is dead. The first call that meets one fails; the pool
+    # then recycles all connections older than it, so the next call works instead of failing once
+    # per dead connection.
+    store = open_store(clean_pg_url, pool_size=4, max_overflow=0)
+    assert isinstance(store, PostgresEventStore)
+    admin = create_engine_for(clean_pg_url)
+    pid_of = driver_statement(sa.select(sa.func.pg_backend_pid()))
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            held = [await stack.enter_async_context(store.reader()) for _ in range(4)]
+            pids = [(await driver_fetch(c, pid_of, {}))[0][0] for c in held]  # type: ignore[arg-type]
+        assert len(set(pids)) == 4
+        async with admin.connect() as conn:
+            for pid in pids:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(StoreUnavailable):
+            await store.read_all()
+        for _ in range(4):
+            assert await store.read_all() == []
     finally:
         await store.close()
         await admin.dispose()
