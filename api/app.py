@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from chatledger.auth import TokenVerifier
+from chatledger.eventstore import StoreUnavailable
 from chatledger.service import ChatLedger
 from chatledger.settings import Settings, get_settings
 
@@ -18,6 +22,8 @@ from .metrics import AppendCounter, Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, configure_access_log
 from .routes import audit, conversations, health, messages, stream
 from .schemas import Problem
+
+log = logging.getLogger("chatledger.api")
 
 DESCRIPTION = """Event-sourced chat history. Authenticate with `Authorization: Bearer <JWT>` (`sub` is the
 user id). Errors are `application/problem+json`. Every response carries `X-Request-ID`."""
@@ -33,11 +39,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.verifier = TokenVerifier(settings)
         ledger = ChatLedger.open(settings=settings)
         ledger.store.append_listeners.append(AppendCounter(metrics))
-        await ledger.start()
         app.state.ledger = ledger
+        # A database that is down at startup does not keep the process from starting: /healthz
+        # answers, /readyz and every route that needs the database say 503 until it is reachable
+        # and migrated, then the service is ready by itself.
+        starting: asyncio.Task[None] | None = None
+        try:
+            await ledger.start()
+        except StoreUnavailable as exc:
+            log.warning("database unavailable at startup, serving 503 until it is back: %s", exc)
+            starting = asyncio.create_task(ledger.start_when_reachable(settings.retry_after_seconds))
         try:
             yield
         finally:
+            if starting is not None:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
             await ledger.close()
 
     app = FastAPI(title="chatledger", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatledger.auth import InvalidToken, Principal, TokenVerifier
+from chatledger.eventstore import StoreUnavailable
 from chatledger.service import ChatLedger
 from chatledger.settings import Settings
 
@@ -26,6 +27,8 @@ async def get_app_settings(request: Request) -> Settings:
 
 async def get_ledger(request: Request) -> ChatLedger:
     ledger: ChatLedger = request.app.state.ledger
+    if not ledger.started:
+        raise StoreUnavailable("the database has not been reachable since the service started")
     return ledger
 
 

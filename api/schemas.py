@@ -257,7 +257,8 @@ class BrokenLinkPublic(_Out):
 class VerifyPublic(_Out):
     ok: bool
     events_checked: int
-    first_broken: BrokenLinkPublic | None = None
+    # Absent when ok; when present it has every key, null where a deleted row leaves no value.
+    first_broken: BrokenLinkPublic | None = Field(None, exclude_if=lambda broken: broken is None)
 
     @classmethod
     def of(cls, result: VerifyResult) -> VerifyPublic:

@@ -77,25 +77,31 @@ def _public_key(value: str) -> str:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens with the one algorithm this deployment is configured for."""
+    """Verifies bearer tokens: HS256 with the secret, RS256 with the public key, or, when both are
+    configured, each with its own key (the header's `alg` picks the key, never the other way round, so
+    an HS256 token signed with the public key's text is refused)."""
 
     def __init__(self, settings: Settings) -> None:
+        self._keys: dict[str, Any] = {}
+        if settings.jwt_public_key:
+            self._keys["RS256"] = _public_key(settings.jwt_public_key)
         secret = ensure_secret(settings)
         if secret is not None:
-            self.algorithm, self._key = "HS256", secret
-        else:
-            assert settings.jwt_public_key is not None
-            self.algorithm, self._key = "RS256", _public_key(settings.jwt_public_key)
+            self._keys["HS256"] = secret
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
         self.leeway = settings.jwt_leeway_seconds
 
     def verify(self, token: str) -> Principal:
         try:
+            algorithm = str(jwt.get_unverified_header(token).get("alg"))
+            key = self._keys.get(algorithm)
+            if key is None:
+                raise InvalidToken(f"tokens signed with {algorithm!r} are not accepted")
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=[self.algorithm],
+                key,
+                algorithms=[algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,

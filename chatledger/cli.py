@@ -77,6 +77,9 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        # Not on a terminal (a log, a pipe) a bar is noise, and rich would leave a blank line behind
+        # it: errors stay one line on stderr.
+        disable=not err.is_terminal,
     )
 
 
@@ -220,7 +223,7 @@ async def _verify(ledger: ChatLedger, conversation: str | None) -> dict[str, Any
         result = await ledger.verify(
             conversation, admin=True, progress=lambda checked: bar.update(task, completed=checked)
         )
-    return VerifyPublic.of(result).model_dump(mode="json", exclude_none=True)
+    return VerifyPublic.of(result).model_dump(mode="json")
 
 
 # --- moving the log -----------------------------------------------------------------------------------
@@ -397,6 +400,9 @@ def _progress_rate() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        # Not on a terminal (a log, a pipe) a bar is noise, and rich would leave a blank line behind
+        # it: errors stay one line on stderr.
+        disable=not err.is_terminal,
     )
 
 

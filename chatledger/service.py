@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ from chatledger.eventstore import (
     NewEvent,
     PartitionMismatch,
     RecordedEvent,
+    StoreUnavailable,
     StreamContext,
     WrongExpectedVersion,
 )
@@ -65,6 +67,7 @@ from .live import LiveHub
 from .reads import LedgerReads, VersionNotFound, check_user_id, event_view, parse_id
 
 Order = Literal["asc", "desc"]
+log = logging.getLogger("chatledger")
 
 
 Decision = tuple[ConversationState | None, Sequence[DomainEvent]]
@@ -87,6 +90,8 @@ class ChatLedger(LedgerReads):
         self.live = LiveHub(store)
         self.idempotency = IdempotencyStore(store, timedelta(hours=settings.idempotency_ttl_hours))
         self._run_migrations = run_migrations
+        self.started = False
+        """True once `start` has succeeded (the schema is migrated when asked to be)."""
         self._heads = RecentHeads(settings.head_cache_size)
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -108,7 +113,18 @@ class ChatLedger(LedgerReads):
         if self._run_migrations:
             with self.sql.translated():  # an unreachable database is StoreUnavailable, as on any call
                 await migrate.upgrade(self.engine)
+        self.started = True
         return self
+
+    async def start_when_reachable(self, retry_seconds: float) -> None:
+        """`start`, retried every `retry_seconds` while the database is unavailable."""
+        while True:
+            try:
+                await self.start()
+                return
+            except StoreUnavailable as exc:
+                log.warning("database unavailable at startup, retrying in %ss: %s", retry_seconds, exc)
+                await asyncio.sleep(retry_seconds)
 
     async def close(self) -> None:
         await self.live.close()

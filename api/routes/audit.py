@@ -33,7 +33,6 @@ async def list_events(
 @router.get(
     "/verify",
     response_model=VerifyPublic,
-    response_model_exclude_none=True,
     responses=problems(404),
 )
 async def verify(conversation_id: str, ledger: LedgerDep, user: CurrentUser) -> VerifyPublic:

@@ -118,6 +118,30 @@ async def test_rs256_and_algorithm_confusion(tmp_path: Path) -> None:
     assert not (tmp_path / "jwt_secret").exists()  # RS256: no secret generated
 
 
+async def test_secret_and_public_key_together_each_verify_their_own_algorithm(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
+        jwt_secret=SECRET,
+        jwt_public_key=public_pem.decode(),
+        data_dir=tmp_path,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs256 = jwt.encode({"sub": "alice", "exp": 9999999999}, key, algorithm="RS256")
+            assert (await _status(c, rs256)).status_code == 200
+            assert (await _status(c, make_token("alice"))).status_code == 200
+            assert is_problem(await _status(c, _hs256_with_key(public_pem)), 401)
+            wrong_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            forged = jwt.encode({"sub": "alice", "exp": 9999999999}, wrong_rsa, algorithm="RS256")
+            assert is_problem(await _status(c, forged), 401)
+
+
 def _hs256_with_key(secret: bytes) -> str:
     import hashlib
     import hmac

@@ -79,3 +79,26 @@ def test_outage_then_recovery(proxied: tuple[Server, CuttableProxy], alice: str)
         assert conv["message_count"] == acknowledged
         metrics = c.get("/metrics").text
         assert "chatledger_store_errors_total{" in metrics
+
+
+def test_a_database_down_at_startup(pg_url: str, tmp_path: Path, alice: str) -> None:
+    url = make_url(pg_url)
+    with CuttableProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxy.cut()
+        through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        server = start_server(through, tmp_path, CHATLEDGER_RETRY_AFTER_SECONDS="1")  # waits for /healthz
+        try:
+            with httpx.Client(base_url=server.url, headers=auth(alice), timeout=30) as c:
+                assert c.get("/readyz").status_code == 503
+                r = c.post("/v1/conversations", json={})
+                assert is_problem(r, 503) and r.headers["retry-after"] == "1"
+                assert c.get("/metrics").status_code == 200
+
+                proxy.restore()
+                deadline = time.monotonic() + 30
+                while c.get("/readyz").status_code != 200:  # it migrates and gets ready by itself
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+                assert c.post("/v1/conversations", json={}).status_code == 201
+        finally:
+            server.stop()

@@ -106,8 +106,9 @@ def test_verify_then_tamper(env: Path) -> None:
     facts = json.loads(broken.stdout)
     assert facts["ok"] is False and facts["first_broken"]["version"] == 2
     assert facts["first_broken"]["stream_id"] == cid
-    assert "broken" in broken.stderr
-    assert invoke("verify").exit_code == 1
+    assert "broken" in broken.stderr and broken.stderr.count("\n") == 1  # one line, no bar residue
+    whole = invoke("verify")
+    assert whole.exit_code == 1 and whole.stderr.startswith("error:") and whole.stderr.count("\n") == 1
 
 
 def test_export_then_import_into_a_fresh_store(
