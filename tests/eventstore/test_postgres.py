@@ -243,7 +243,7 @@ async def test_one_lost_connection_recycles_the_pool(clean_pg_url: str) -> None:
     try:
         async with contextlib.AsyncExitStack() as stack:
             held = [await stack.enter_async_context(store.reader()) for _ in range(4)]
-            pids = [(await driver_fetch(c, pid_of, {}))[0][0] for c in held]  # type: ignore[arg-type]
+            pids = [(await driver_fetch(c, pid_of, {}))[0][0] for c in held]
         assert len(set(pids)) == 4
         async with admin.connect() as conn:
             for pid in pids:
