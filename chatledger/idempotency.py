@@ -5,6 +5,7 @@ the first; the same key with another route or body is a conflict."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
@@ -49,10 +50,27 @@ def derived_id(user_id: str, key: str, *parts: object) -> str:
     return str(uuid.uuid5(NAMESPACE, "\x00".join([user_id, key, *map(str, parts)])))
 
 
+PENDING = 0
+"""`status` of a claimed key whose request is still running (no HTTP status is 0)."""
+
+
 class IdempotencyStore:
-    def __init__(self, store: SqlEventStore, ttl: timedelta) -> None:
+    """The keys table. A request claims its key *before* it runs (one insert that only the first
+    claimant wins), so a duplicate in any process, or the same key on another route, finds the claim
+    and waits for its answer or is refused: it never runs the request a second time."""
+
+    def __init__(
+        self,
+        store: SqlEventStore,
+        ttl: timedelta,
+        *,
+        stale_after: timedelta = timedelta(seconds=15),
+        poll_seconds: float = 0.05,
+    ) -> None:
         self.store = store
         self.ttl = ttl
+        self.stale_after = stale_after
+        self.poll_seconds = poll_seconds
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -66,56 +84,107 @@ class IdempotencyStore:
         body: Any,
         produce: Callable[[], Awaitable[tuple[int, Any]]],
     ) -> tuple[int, Any]:
-        """Return the stored `(status, body)` for this key, or call `produce` once and store its result."""
+        """Return the stored `(status, body)` for this key, or call `produce` once and store its result.
+        A request that fails (an exception) leaves nothing behind: its retry is judged afresh."""
         digest = body_digest(body)
         lock = self._locks.setdefault((user_id, key), asyncio.Lock())
-        async with lock:
-            stored = await self._find(user_id, key)
-            if stored is not None:
-                if stored.route != route or stored.body_sha256 != digest:
-                    raise IdempotencyConflict(
-                        "this Idempotency-Key was already used with a different request (route or body)"
-                    )
-                return stored.status, stored.response
-            status, response = await produce()
-            if status < 500:
-                await self._save(user_id, key, route, digest, status, response)
+        async with lock:  # duplicates in this process wait here, without polling the table
+            claimed_at = await self._claim_or_wait(user_id, key, route, digest)
+            if isinstance(claimed_at, tuple):
+                return claimed_at
+            try:
+                status, response = await produce()
+            except BaseException:
+                with contextlib.suppress(Exception):  # unreleased, the claim goes stale and is taken over
+                    await self._release(user_id, key, claimed_at)
+                raise
+            await self._complete(user_id, key, claimed_at, status, response)
             return status, response
 
-    async def _find(self, user_id: str, key: str) -> Any:
-        cutoff = datetime.now(UTC) - self.ttl
-        stmt = sa.select(keys).where(
-            keys.c.user_id == user_id, keys.c.key == key, keys.c.created_at >= cutoff
-        )
-        async with self.store.connect() as conn:
-            return (await conn.execute(stmt)).one_or_none()
+    async def _claim_or_wait(
+        self, user_id: str, key: str, route: str, digest: str
+    ) -> datetime | tuple[int, Any]:
+        """The time of this request's claim, or the stored answer of the request that holds it."""
+        while True:
+            now = datetime.now(UTC)
+            row = await self._claim(user_id, key, route, digest, now)
+            if row is None:
+                return now
+            if row.route != route or row.body_sha256 != digest:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used with a different request (route or body)"
+                )
+            if row.status != PENDING:
+                return row.status, row.response
+            # Another process runs it. A claim older than `stale_after` lost its process: take it over
+            # (a keyed request derives its event ids, so running it again cannot write it twice).
+            if now - _aware(row.created_at) > self.stale_after and await self._take_over(row, now):
+                return now
+            await asyncio.sleep(self.poll_seconds)
 
-    async def _save(
-        self, user_id: str, key: str, route: str, digest: str, status: int, response: Any
-    ) -> None:
-        now = datetime.now(UTC)
+    async def _claim(self, user_id: str, key: str, route: str, digest: str, now: datetime) -> Any:
+        """None when this request now holds the key; otherwise the row that holds it."""
         async with self.store.transaction() as conn:
             if now - self._last_sweep > timedelta(hours=1):
                 self._last_sweep = now
                 await conn.execute(keys.delete().where(keys.c.created_at < now - self.ttl))
-            # An expired record under the same key is replaced; a live one from another process wins.
-            await conn.execute(
-                keys.delete().where(
-                    keys.c.user_id == user_id, keys.c.key == key, keys.c.created_at < now - self.ttl
-                )
+            mine = (keys.c.user_id == user_id) & (keys.c.key == key)
+            await conn.execute(keys.delete().where(mine, keys.c.created_at < now - self.ttl))
+            insert = _insert(conn.dialect.name).values(
+                user_id=user_id,
+                key=key,
+                route=route,
+                body_sha256=digest,
+                status=PENDING,
+                response={},
+                created_at=now,
             )
-            exists = (
-                await conn.execute(sa.select(keys.c.key).where(keys.c.user_id == user_id, keys.c.key == key))
-            ).first()
-            if exists is None:
+            inserted = await conn.execute(insert.on_conflict_do_nothing(index_elements=["user_id", "key"]))
+            if inserted.rowcount == 1:
+                return None
+            return (await conn.execute(sa.select(keys).where(mine))).one()
+
+    async def _take_over(self, row: Any, now: datetime) -> bool:
+        async with self.store.transaction() as conn:
+            moved = await conn.execute(
+                keys.update().where(*self._held(row.user_id, row.key, row.created_at)).values(created_at=now)
+            )
+        return bool(moved.rowcount == 1)
+
+    async def _complete(
+        self, user_id: str, key: str, claimed_at: datetime, status: int, response: Any
+    ) -> None:
+        async with self.store.transaction() as conn:
+            if status < 500:
                 await conn.execute(
-                    keys.insert().values(
-                        user_id=user_id,
-                        key=key,
-                        route=route,
-                        body_sha256=digest,
-                        status=status,
-                        response=response,
-                        created_at=now,
-                    )
+                    keys.update()
+                    .where(*self._held(user_id, key, claimed_at))
+                    .values(status=status, response=response)
                 )
+            else:
+                await conn.execute(keys.delete().where(*self._held(user_id, key, claimed_at)))
+
+    async def _release(self, user_id: str, key: str, claimed_at: datetime) -> None:
+        async with self.store.transaction() as conn:
+            await conn.execute(keys.delete().where(*self._held(user_id, key, claimed_at)))
+
+    @staticmethod
+    def _held(user_id: str, key: str, claimed_at: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+        """The claim made at `claimed_at`, still pending (not completed, not taken over)."""
+        return (
+            keys.c.user_id == user_id,
+            keys.c.key == key,
+            keys.c.status == PENDING,
+            keys.c.created_at == claimed_at,
+        )
+
+
+def _insert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT, which both backends speak."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert(keys) if dialect == "postgresql" else sqlite.insert(keys)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite: naive UTC

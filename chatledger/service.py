@@ -345,8 +345,9 @@ class ChatLedger(LedgerReads):
         except PartitionMismatch:
             # Only a start names a partition: the id belongs to someone else's stream.
             raise ConversationIdUnavailable(cid) from None
-        except DuplicateEvent:
-            # A duplicate of this keyed request won a race in another process: answer as it was answered.
+        except (DuplicateEvent, WrongExpectedVersion):
+            # A duplicate of this keyed request won the race (here or in another process), and this one
+            # then met its events or the version it moved to: answer as the winner was answered.
             self._heads.forget(cid)
             if key and (earlier := await self._replayed(cid, user_id, key, digest)) is not None:
                 return earlier, None
@@ -354,6 +355,8 @@ class ChatLedger(LedgerReads):
         except BaseException:
             self._heads.forget(cid)
             raise
+        if key and not result.events and (earlier := await self._replayed(cid, user_id, key, digest)):
+            return earlier, None  # a keyed start decided nothing: its duplicate had just created it
         after = None
         if decided and result.events and not result.replayed:
             state, events = decided[0]

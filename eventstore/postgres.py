@@ -436,7 +436,14 @@ class PostgresEventStore(SqlEventStore):
                 prefetched = None if prefetch is None else [_unprefixed(r) for r in rows if r["p__found"]]
             part = resolve_partition(stream_id, partition, stored_partition)
             context = DecideContext(StreamInfo(stream_id, part, version), conn, prefetched)
-            new = list(await guard.user(decide(context)))
+            try:
+                new = list(await guard.user(decide(context)))
+            except Exception:
+                if hint is None:
+                    raise
+                # Refused on the remembered head, which another process may have moved (a stale
+                # expected version, a tool call opened elsewhere): judged again on a fresh read.
+                return _Skip.MOVED
             if not new:
                 return AppendResult(stream_id, (), version)
             if len(new) != 1:

@@ -203,6 +203,31 @@ class StoreContract:
         assert stored[1:] == [*written.events, third, *after_stale.events, *after_forged.events]
         assert (await store.verify("s")).ok
 
+    async def test_a_refusal_on_a_stale_hint_is_judged_again_on_a_fresh_read(self, store: EventStore) -> None:
+        # The decider may refuse only because the remembered head is old (the caller's expected
+        # version has moved on elsewhere): that refusal must not reach the caller.
+        first = (await store.append("s", [ev(n=0)], partition="p")).events[0]
+        await store.append("s", [ev(n=1)])  # another writer: a hint of version 1 is stale
+        seen: list[int] = []
+
+        async def expects_two(ctx: StreamContext) -> list[NewEvent]:
+            seen.append(ctx.stream.version if ctx.stream else 0)
+            if seen[-1] != 2:
+                raise ValueError(f"at version {seen[-1]}, not 2")
+            return [ev(n=2)]
+
+        stale = StreamHint(1, "p", first.hash, None)
+        assert (await store.append_with("s", expects_two, hint=stale)).version == 3
+        assert seen[-1] == 2
+
+        async def always_refuses(ctx: StreamContext) -> list[NewEvent]:
+            raise ValueError("no")
+
+        head = (await store.read_stream("s"))[-1]
+        with pytest.raises(ValueError):  # a real refusal still comes out, unchanged
+            await store.append_with("s", always_refuses, hint=StreamHint(3, "p", head.hash, None))
+        assert len(await store.read_stream("s")) == 3
+
     async def test_append_listeners_hear_each_committed_append_once(self, store: EventStore) -> None:
         heard: list[AppendResult] = []
         store.append_listeners.append(heard.append)

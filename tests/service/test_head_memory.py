@@ -162,3 +162,23 @@ async def test_writers_in_one_process_take_turns_instead_of_colliding(ledger: Ch
         assert conv.id not in ledger.store._contended
     assert len(ledger._turns) == 0
     assert (await ledger.verify(conv.id, user_id=alice)).ok
+
+
+async def test_a_stale_memory_never_refuses_a_current_expected_version(
+    ledger: ChatLedger, other: ChatLedger
+) -> None:
+    # This ledger remembers version 2; the other moved the conversation to 3. The caller, who read
+    # version 3, is right: the refusal that the old memory suggests must not reach it.
+    conv = await ledger.start_conversation(user_id="alice")
+    one = [{"role": "user", "content": "x"}]
+    await ledger.add_messages(conv.id, user_id="alice", messages=one)
+    await other.add_messages(conv.id, user_id="alice", messages=one)
+    added = await ledger.add_messages(conv.id, user_id="alice", messages=one, expected_version=3)
+    assert added.version == 4
+    # and a tool call that the other process opened can be answered here
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    await other.add_messages(
+        conv.id, user_id="alice", messages=[{"role": "assistant", "content": None, "tool_calls": [call]}]
+    )
+    answer = [{"role": "tool", "tool_call_id": "c1", "content": "done"}]
+    assert (await ledger.add_messages(conv.id, user_id="alice", messages=answer)).version == 6

@@ -116,6 +116,38 @@ async def test_idempotency_key_replays_the_original_result(ledger: ChatLedger, a
         )
 
 
+async def test_concurrent_keyed_duplicates_get_the_original_result(
+    ledger: ChatLedger, db_url: str, alice: str
+) -> None:
+    # Duplicates racing in this process and in another (a second ledger on the same database): with
+    # an expected version the losers meet the version the winner moved to; a keyed start finds the
+    # conversation its twin just created. All of them answer as the winner did.
+    other = ChatLedger.open(db_url)
+    async with other:
+        for round_ in range(5):
+            conv = await ledger.start_conversation(user_id=alice)
+            msgs = [{"role": "user", "content": f"once {round_}"}]
+            key = f"k-{round_}"
+            results = await asyncio.gather(
+                *(
+                    (ledger, other)[i % 2].add_messages(
+                        conv.id, user_id=alice, messages=msgs, expected_version=1, idempotency_key=key
+                    )
+                    for i in range(6)
+                )
+            )
+            assert all(r == results[0] for r in results) and results[0].version == 2
+            assert len(await ledger.store.read_stream(conv.id)) == 2
+
+            started = await asyncio.gather(
+                *(
+                    (ledger, other)[i % 2].start_or_get(user_id=alice, idempotency_key=f"s-{round_}")
+                    for i in range(6)
+                )
+            )
+            assert {(view.id, created) for view, created in started} == {(started[0][0].id, True)}
+
+
 async def test_title_is_derived_from_the_first_user_message_unless_given(
     ledger: ChatLedger, alice: str
 ) -> None:
@@ -210,10 +242,18 @@ async def _open_and_read(url: str, migrate: bool) -> None:
 
 @pytest.mark.parametrize("migrate", [True, False])
 async def test_an_unopenable_sqlite_file_is_store_unavailable(migrate: bool) -> None:
+    import threading
+
     from chatledger import StoreUnavailable
 
-    with pytest.raises(StoreUnavailable):
-        await _open_and_read("sqlite+aiosqlite:////nonexistent-chatledger-dir/x.db", migrate)
+    from ..eventstore.test_sqlite import join_failed_connection_threads
+
+    before = set(threading.enumerate())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await _open_and_read("sqlite+aiosqlite:////nonexistent-chatledger-dir/x.db", migrate)
+    finally:
+        join_failed_connection_threads(before)
 
 
 @pytest.mark.postgres
