@@ -17,7 +17,8 @@ from typing import Any
 
 import jwt
 
-from chatledger.domain import InvalidMessage, check_storable
+from chatledger.domain import InvalidMessage
+from chatledger.reads import check_user_id
 from chatledger.settings import Settings
 
 ADMIN_SCOPE = "chatledger:admin"
@@ -113,9 +114,9 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("the token's sub claim must be a non-empty string")
         try:
-            check_storable(sub, "sub")  # the user id is stored on every row the user writes
+            check_user_id(sub)  # the user id is stored on every row the user writes
         except InvalidMessage as exc:
-            raise InvalidToken(str(exc)) from None
+            raise InvalidToken(f"the token's sub: {exc}") from None
         return Principal(user_id=sub, scopes=_scopes(claims.get("scope")))
 
 

@@ -293,10 +293,13 @@ def parse_id(value: str | uuid.UUID, field: str, *, not_found: bool = False) -> 
         raise InvalidMessage(f"{field} must be a UUID", field=field) from None
 
 
+MAX_USER_ID_CHARS = 255  # the width of every user_id and partition column
+
+
 def check_user_id(user_id: object) -> None:
     """The acting user id is stored on every row the user writes and compared in every read."""
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidMessage("user_id must be a non-empty string", field="user_id")
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID_CHARS:
+        raise InvalidMessage(f"user_id must be 1 to {MAX_USER_ID_CHARS} characters", field="user_id")
     check_storable(user_id, "user_id")
 
 

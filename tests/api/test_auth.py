@@ -48,6 +48,7 @@ async def _status(client: httpx.AsyncClient, token: str | None) -> httpx.Respons
         pytest.param(jwt.encode({"sub": "", "exp": 9999999999}, SECRET, algorithm="HS256"), id="empty-sub"),
         pytest.param(make_token("alice", algorithm="HS512"), id="other-algorithm"),
         pytest.param(jwt.encode({"sub": "a\u0000", "exp": 9999999999}, SECRET), id="NUL-in-sub"),
+        pytest.param(make_token("u" * 256), id="sub-wider-than-its-column"),
     ],
 )
 async def test_bad_tokens_are_401(inproc: ClientFor, token: str | None) -> None:

@@ -66,7 +66,7 @@ async def test_taking_someone_elses_id_is_refused(ledger: ChatLedger, alice: str
     assert (again.id, created) == (conv.id, False)
 
 
-@pytest.mark.parametrize("user_id", ["", "a\x00b", "\ud800"])
+@pytest.mark.parametrize("user_id", ["", "a\x00b", "\ud800", "u" * 256])
 async def test_an_unstorable_user_id_is_invalid_input(ledger: ChatLedger, alice: str, user_id: str) -> None:
     from chatledger import InvalidMessage
 
