@@ -121,7 +121,7 @@ def _unparsable(body: Any) -> bool:
         return False
     try:
         json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return True
     return False
 

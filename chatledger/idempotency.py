@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chatledger.domain import DomainError
+from chatledger.domain import DomainError, InvalidMessage
 from chatledger.eventstore.sql import SqlEventStore
 from chatledger.projections.schema import idempotency_keys as keys
 
@@ -28,8 +28,12 @@ class IdempotencyConflict(DomainError):
 
 
 def body_digest(body: Any) -> str:
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
-    return hashlib.sha256(text.encode()).hexdigest()
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
+    except RecursionError:
+        raise InvalidMessage("the request is nested too deeply") from None
+    # surrogatepass: a lone surrogate must reach validation (422), not fail here; valid text is unchanged.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -41,7 +45,11 @@ def command_digest(command: object) -> str:
     """A digest of what a command asks for (not of who asked or when)."""
     from dataclasses import asdict
 
-    return body_digest(asdict(command))  # type: ignore[call-overload]  # Command is a dataclass union
+    try:
+        fields = asdict(command)  # type: ignore[call-overload]  # Command is a dataclass union
+    except RecursionError:
+        raise InvalidMessage("the request is nested too deeply") from None
+    return body_digest(fields)
 
 
 def derived_id(user_id: str, key: str, *parts: object) -> str:

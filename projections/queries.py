@@ -191,7 +191,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         stamp, conv_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return utc(datetime.fromisoformat(stamp)), str(uuid.UUID(conv_id))
     # OverflowError: a time at the edge of the calendar that has no UTC value.
-    except (ValueError, TypeError, OverflowError, AttributeError, binascii.Error) as exc:
+    except (ValueError, TypeError, OverflowError, AttributeError, RecursionError, binascii.Error) as exc:
         raise InvalidCursor("cursor is not one this service issued") from exc
 
 

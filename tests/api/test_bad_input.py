@@ -146,6 +146,7 @@ BAD_QUERIES = [
     ("/v1/conversations", {"after": _cursor("9999-12-31T23:59:59-14:00", str(uuid.uuid4()))}),
     ("/v1/conversations", {"after": _cursor("2026-01-01T00:00:00+00:00", "\u0000")}),
     ("/v1/conversations", {"after": _cursor("2026-01-01T00:00:00+00:00", "x")}),
+    ("/v1/conversations", {"after": base64.urlsafe_b64encode(b"[" * 2000).decode()}),
     ("{conv}/messages", {"limit": 101}),
     ("{conv}/messages", {"order": "sideways"}),
     ("{conv}/messages", {"after": "x"}),
@@ -196,13 +197,15 @@ SURROGATE_BODIES = [
 ]
 
 
+@pytest.mark.parametrize("keyed", [False, True])
 @pytest.mark.parametrize(("method", "path", "body"), SURROGATE_BODIES)
 async def test_lone_surrogates_are_422(
-    inproc: ClientFor, alice: str, conversation: str, method: str, path: str, body: bytes
+    inproc: ClientFor, alice: str, conversation: str, method: str, path: str, body: bytes, keyed: bool
 ) -> None:
     c = inproc(alice)
     url = "/v1/conversations" + path.replace("{conv}", f"/{conversation}")
-    r = await c.request(method, url, content=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Idempotency-Key": "k"} if keyed else {})}
+    r = await c.request(method, url, content=body, headers=headers)
     assert is_problem(r, 422) and "surrogate" in r.json()["detail"], r.text
     assert (await c.get(f"/v1/conversations/{conversation}")).json()["version"] == 1
     assert [x["id"] for x in (await c.get("/v1/conversations")).json()["data"]] == [conversation]
@@ -246,3 +249,21 @@ async def test_if_match_forms(inproc: ClientFor, alice: str, conversation: str) 
     assert r.status_code == 201 and r.headers["etag"] == '"4"'
     assert is_problem(await c.delete(url, headers={"If-Match": "3"}), 412)
     assert (await c.delete(url, headers={"If-Match": "4"})).status_code == 204
+
+
+async def test_bodies_nested_past_the_parsers_are_4xx(
+    inproc: ClientFor, alice: str, conversation: str
+) -> None:
+    c = inproc(alice)
+    deep = b"[" * 3000
+    for content_type in ("text/plain", "application/json"):
+        r = await c.post("/v1/conversations", content=deep, headers={"Content-Type": content_type})
+        assert is_problem(r, 400), r.text
+    nested = b'{"metadata": {"a": ' + b"[" * 500 + b"]" * 500 + b"}}"
+    r = await c.post(
+        "/v1/conversations",
+        content=nested,
+        headers={"Content-Type": "application/json", "Idempotency-Key": "deep"},
+    )
+    assert is_problem(r, 422), r.text
+    assert [x["id"] for x in (await c.get("/v1/conversations")).json()["data"]] == [conversation]
