@@ -112,14 +112,21 @@ def serve(
 @app.command()
 def migrate(
     revision: Annotated[str, typer.Option(help="Target Alembic revision.")] = "head",
+    downgrade: Annotated[
+        bool, typer.Option("--downgrade", help="Migrate down to --revision (e.g. base); all are reversible.")
+    ] = False,
 ) -> None:
     """Apply the database migrations (and create the local JWT secret if none is configured)."""
     with _errors():
         settings = _settings()
         auth.ensure_secret(settings)
+        move = migrations.downgrade if downgrade else migrations.upgrade
         with err.status(f"migrating to {revision}"):
-            _run(migrations.upgrade(settings.database_url, revision))
-        err.print(f"migrated to {revision}", highlight=False)
+            _run(move(settings.database_url, revision))
+        now = _run(migrations.current_revision(settings.database_url))
+        if not downgrade and revision not in ("head", now):
+            raise CommandError(f"the database is at {now}, past {revision}: use --downgrade to go back")
+        err.print(f"at revision {now or 'base'}", highlight=False)
 
 
 @app.command()

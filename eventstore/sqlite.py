@@ -36,7 +36,9 @@ BEGIN_OPTION = "chatledger_sqlite_begin"
 """Execution option naming the BEGIN mode of a connection's transactions, e.g.
 `engine.execution_options(chatledger_sqlite_begin="IMMEDIATE")` for one that will write."""
 
-BUSY_TIMEOUT_MS = 5000
+# Long enough for a writer to wait out an operator's rebuild or dry run in another process (its
+# comparison holds the write lock for seconds on a large log) rather than fail with 503.
+BUSY_TIMEOUT_MS = 30_000
 _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 

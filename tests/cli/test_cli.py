@@ -63,6 +63,18 @@ def test_migrate_creates_the_secret_and_token_uses_it(env: Path) -> None:
     assert claims["exp"] - claims["iat"] == 120
 
 
+def test_migrate_down_and_up(env: Path) -> None:
+    assert invoke("migrate").stderr.strip() == "at revision 0002"
+    # an upgrade cannot go back: saying it did would be a lie
+    refused = invoke("migrate", "--revision", "0001")
+    assert refused.exit_code == 1 and "--downgrade" in refused.stderr
+    down = invoke("migrate", "--revision", "base", "--downgrade")
+    assert down.exit_code == 0 and down.stderr.strip() == "at revision base"
+    with sqlite3.connect(env) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchall() == []
+    assert invoke("migrate").stderr.strip() == "at revision 0002"
+
+
 def test_replay_at_version(env: Path) -> None:
     cid, _ = seed(env)
     now = invoke("replay", cid)
