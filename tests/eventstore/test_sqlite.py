@@ -71,7 +71,7 @@ async def test_engine_uses_wal_busy_timeout_and_foreign_keys(sqlite_url: str) ->
                 (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar()
                 for p in ("journal_mode", "busy_timeout", "foreign_keys")
             ]
-        assert pragmas == ["wal", 5000, 1]
+        assert pragmas == ["wal", sqlite_module.BUSY_TIMEOUT_MS, 1]
     finally:
         await engine.dispose()
 
