@@ -8,6 +8,7 @@ not exist.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import logging
 import uuid
@@ -87,6 +88,8 @@ class ChatLedger(LedgerReads):
             raise TypeError("ChatLedger needs a SQL database (PostgreSQL or SQLite) for its read tables")
         self.store: EventStore = store
         self.sql = store
+        if settings.upcasters:
+            register_upcasters(settings.upcasters, store)
         self.live = LiveHub(store)
         self.idempotency = IdempotencyStore(store, timedelta(hours=settings.idempotency_ttl_hours))
         self._run_migrations = run_migrations
@@ -433,6 +436,16 @@ class ChatLedger(LedgerReads):
             event_id=event_id,
             schema_version=event.SCHEMA_VERSION,
         )
+
+
+def register_upcasters(target: str, store: EventStore) -> None:
+    """Call the `module:function` named by `target` with the store's upcaster registry."""
+    module_name, _, function = target.partition(":")
+    try:
+        register = getattr(importlib.import_module(module_name), function or "register")
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"CHATLEDGER_UPCASTERS={target!r} names no importable function: {exc}") from None
+    register(store.upcasters)
 
 
 __all__ = ["ChatLedger", "VersionNotFound", "event_view"]

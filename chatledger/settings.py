@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     head_cache_size: int = Field(10_000, ge=0)
     """Conversations whose head this process remembers after appending (see chatledger/heads.py);
     0 turns the memory off."""
+    upcasters: str | None = None
+    """`module:function` called with the store's `UpcasterRegistry` when a ledger opens, so `serve`,
+    the CLI (replay, rebuild, verify) and the library all read an old log in its current shape."""
     retry_after_seconds: int = 2
     log_level: str = "INFO"
 

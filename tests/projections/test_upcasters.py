@@ -3,6 +3,7 @@ and verify once an upcaster for (type, schema version) is registered."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -138,3 +139,60 @@ async def test_old_events_rebuild_into_the_read_models_and_verify(
     assert added.version == 4 and added.data[0].seq == 3
     await assert_matches_fold(ledger, user, cid)
     assert (await ledger.verify(cid, user_id=user)).ok
+
+
+def test_upcasters_named_in_the_settings_serve_the_cli(
+    sqlite_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deployment registers its upcasters by name (CHATLEDGER_UPCASTERS=module:function), so the CLI
+    # and the server read an old log too, not only library code that registers them itself.
+    (tmp_path / "old_shapes.py").write_text(
+        "from tests_upcasters_support import started_v0, message_v0\n"
+        "def register(registry):\n"
+        "    registry.add('ConversationStarted', 0, started_v0)\n"
+        "    registry.add('MessageAdded', 0, message_v0)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+    import types
+
+    support = types.ModuleType("tests_upcasters_support")
+    support.started_v0 = started_v0  # type: ignore[attr-defined]
+    support.message_v0 = message_v0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests_upcasters_support", support)
+
+    from typer.testing import CliRunner
+
+    from chatledger.cli import app
+    from chatledger.settings import Settings
+
+    cid = str(uuid.uuid4())
+
+    async def seed() -> None:
+        async with ChatLedger.open(sqlite_url) as plain:
+            await _insert_old(
+                plain,
+                cid,
+                "alice",
+                [
+                    ("ConversationStarted", {"conversation_id": cid, "owner": "alice"}),
+                    ("MessageAdded", {"id": str(uuid.uuid4()), "role": "user", "text": "written in 2019"}),
+                ],
+            )
+
+    async def read() -> Any:
+        settings = Settings(database_url=sqlite_url, upcasters="old_shapes:register")
+        async with ChatLedger.open(settings=settings) as ledger:
+            return await ledger.get_conversation(cid, user_id="alice")
+
+    asyncio.run(seed())
+    env = {"CHATLEDGER_DATABASE_URL": sqlite_url, "CHATLEDGER_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["rebuild"], env=env).exit_code == 1  # without them the old shape fails
+    env["CHATLEDGER_UPCASTERS"] = "old_shapes:register"
+    result = runner.invoke(app, ["rebuild"], env=env)
+    assert result.exit_code == 0, result.output
+    view = asyncio.run(read())
+    assert (view.title, view.message_count) == ("written in 2019", 1)
+    with pytest.raises(ValueError, match="names no importable function"):
+        ChatLedger.open(settings=Settings(database_url=sqlite_url, upcasters="no_such_module:register"))
