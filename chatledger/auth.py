@@ -17,8 +17,7 @@ from typing import Any
 
 import jwt
 
-from chatledger.domain import InvalidMessage
-from chatledger.reads import check_user_id
+from chatledger.domain import InvalidMessage, check_user_id
 from chatledger.settings import Settings
 
 ADMIN_SCOPE = "chatledger:admin"
@@ -110,14 +109,11 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise InvalidToken("the token's sub claim must be a non-empty string")
         try:
-            check_user_id(sub)  # the user id is stored on every row the user writes
+            user_id = check_user_id(claims.get("sub"))
         except InvalidMessage as exc:
             raise InvalidToken(f"the token's sub: {exc}") from None
-        return Principal(user_id=sub, scopes=_scopes(claims.get("scope")))
+        return Principal(user_id=user_id, scopes=_scopes(claims.get("scope")))
 
 
 def _scopes(claim: Any) -> frozenset[str]:

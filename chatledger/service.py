@@ -36,6 +36,7 @@ from chatledger.domain import (
     RemoveMessage,
     StartConversation,
     UpdateConversation,
+    check_user_id,
     decide,
     parse_message,
     replay,
@@ -65,7 +66,7 @@ from chatledger.settings import Settings
 from .heads import RecentHeads
 from .idempotency import IdempotencyConflict, IdempotencyStore, command_digest, derived_id
 from .live import LiveHub
-from .reads import LedgerReads, VersionNotFound, check_user_id, event_view, parse_id
+from .reads import LedgerReads, VersionNotFound, event_view, parse_id
 
 Order = Literal["asc", "desc"]
 log = logging.getLogger("chatledger")

@@ -34,7 +34,7 @@ from .events import (
     event_from_payload,
 )
 from .limits import DEFAULT_LIMITS, Limits
-from .messages import NewMessage, check_metadata, check_storable, parse_message
+from .messages import NewMessage, check_metadata, check_storable, check_user_id, parse_message
 from .title import derive_title, merge_patch
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "UpdateConversation",
     "check_metadata",
     "check_storable",
+    "check_user_id",
     "context_window",
     "decide",
     "derive_title",

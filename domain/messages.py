@@ -180,6 +180,18 @@ def check_storable(value: Any, field: str, *, max_depth: int | None = None) -> N
             check_storable(item, f"{field}[{i}]", max_depth=deeper)
 
 
+MAX_USER_ID_CHARS = 255  # the width of every user_id and partition column
+
+
+def check_user_id(user_id: object) -> str:
+    """`user_id`, if it can be the acting user id: it is stored on every row the user writes and
+    compared in every read."""
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID_CHARS:
+        raise InvalidMessage(f"user_id must be 1 to {MAX_USER_ID_CHARS} characters", field="user_id")
+    check_storable(user_id, "user_id")
+    return user_id
+
+
 def _unstorable_reason(field: str, char: str) -> str:
     if char == "\x00":
         return f"{field} contains a NUL character (U+0000), which cannot be stored"

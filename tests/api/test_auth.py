@@ -96,10 +96,7 @@ async def test_audience_and_issuer_when_configured(strict_app: httpx.AsyncClient
 
 
 async def test_rs256_and_algorithm_confusion(tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    key, public_pem = _rsa_key_pair()
     (tmp_path / "pub.pem").write_bytes(public_pem)
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}",
@@ -120,10 +117,7 @@ async def test_rs256_and_algorithm_confusion(tmp_path: Path) -> None:
 
 
 async def test_secret_and_public_key_together_each_verify_their_own_algorithm(tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    key, public_pem = _rsa_key_pair()
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
         jwt_secret=SECRET,
@@ -138,9 +132,17 @@ async def test_secret_and_public_key_together_each_verify_their_own_algorithm(tm
             assert (await _status(c, rs256)).status_code == 200
             assert (await _status(c, make_token("alice"))).status_code == 200
             assert is_problem(await _status(c, _hs256_with_key(public_pem)), 401)
-            wrong_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            wrong_rsa, _ = _rsa_key_pair()
             forged = jwt.encode({"sub": "alice", "exp": 9999999999}, wrong_rsa, algorithm="RS256")
             assert is_problem(await _status(c, forged), 401)
+
+
+def _rsa_key_pair() -> tuple[rsa.RSAPrivateKey, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key, public_pem
 
 
 def _hs256_with_key(secret: bytes) -> str:
